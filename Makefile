@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine: `make run` (the main job) and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SEEDS   ?= 0
+ARGS    ?=
+
+.PHONY: run test bench install clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: the toy world, then Base / FT / CFS on it, then the paper-shaped table.
+run: $(STAMP)
+	$(BIN)/python launch.py -m +experiment=main seed=$(SEEDS) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .store outputs multirun

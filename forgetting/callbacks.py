@@ -1,0 +1,25 @@
+"""Hydra callbacks: after a multirun, write and print the sweep's paper-shaped report.
+
+    python launch.py -m method=base,ft,cfs       # ends with the table, report.md/.csv and frontier.png
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class Report(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from forgetting.report import NoResults, write_report
+
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            markdown = write_report([sweep], sweep)
+        except NoResults as err:
+            print(f"report: {err}", file=sys.stderr)
+            return
+        print("\n" + markdown)
+        print(f"report: {sweep / 'report.md'}, {sweep / 'report.csv'}, {sweep / 'frontier.png'}")

@@ -1,0 +1,253 @@
+"""Typed configuration: one dataclass per Hydra group, validated when the config is composed.
+
+    python launch.py --cfg job                      # the composed config
+    python launch.py method.ratio=-1                # fails: one line naming the bad value
+
+Unknown keys fail at composition (Hydra structured configs); value checks live in each dataclass's
+``__post_init__`` and run in :func:`validate`, before any stage starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that composes but makes no sense (negative ratio, temperature <= 0, ...)."""
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+class Augment(str, Enum):
+    none = "none"
+    context_free = "context_free"  # CFS: samples of the base model from its BOS token alone
+    contextual = "contextual"  # CS: the base model's own answers to the fine-tuning prompts
+    replay = "replay"  # P: rows of the pretraining corpus
+
+
+class Adapter(str, Enum):
+    full = "full"
+    lora = "lora"
+
+
+class Regularizer(str, Enum):
+    none = "none"
+    l2 = "l2"
+
+
+class Optimizer(str, Enum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"
+    sam = "sam"
+
+
+class Merge(str, Enum):
+    none = "none"
+    wise_ft = "wise_ft"
+
+
+@dataclass
+class WorldConfig:
+    """The toy world: corpus, abilities, downstream task; all derived from ``seed``."""
+
+    name: str = "default"
+    seed: int = 1234
+    n_entities: int = 48  # invented countries, each with a capital, a language and a symbol animal
+    n_docs: int = 12000  # pretraining documents
+    n_heldout_docs: int = 300  # held-out documents for the pretraining-distribution loss
+    n_eval: int = 200  # items per pre-existing ability probe
+    n_down_train: int = 3000
+    n_down_test: int = 200
+    max_operand: int = 9
+    vocab_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for key in ("n_entities", "n_docs", "n_heldout_docs", "n_eval", "n_down_train", "n_down_test"):
+            _check(getattr(self, key) > 0, f"world.{key}", getattr(self, key), "a positive integer")
+        _check(self.n_entities >= 4, "world.n_entities", self.n_entities, ">= 4 (multiple-choice distractors)")
+        _check(self.vocab_size >= 300, "world.vocab_size", self.vocab_size, ">= 300 (256 bytes + specials)")
+
+
+@dataclass
+class ToyArchConfig:
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+
+
+@dataclass
+class PretrainConfig:
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_ratio: float = 0.03
+    seq_len: int = 128
+
+
+@dataclass
+class ModelConfig:
+    name: str = "toy"
+    # "toy": the world's base model, pretrained here; "hf": a hub id or local directory in ``path``
+    source: str = "toy"
+    path: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "float32"
+    trust_remote_code: bool = False  # never on by default: it runs code shipped with the weights
+    bos_token_id: Optional[int] = None  # override when the tokenizer does not declare its BOS token
+    arch: ToyArchConfig = field(default_factory=ToyArchConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("toy", "hf"), "model.source", self.source, "'toy' or 'hf'")
+        _check(self.source == "toy" or bool(self.path), "model.path", self.path, "a hub id or local path")
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype,
+               "float32, bfloat16 or float16")
+
+
+@dataclass
+class MethodConfig:
+    """A method is a composition of orthogonal knobs; each paper row is a preset in conf/method/."""
+
+    name: str = "ft"
+    label: Optional[str] = None  # row name in reports; default: the method name
+    train: bool = True  # false: evaluate the base model as is
+    augment: Augment = Augment.none
+    ratio: float = 1.0  # synthetic rows / downstream rows (paper: 1:1 unless set)
+    weight: float = 1.0  # loss weight of the synthetic rows (lambda in the paper's Eq. 2)
+    adapter: Adapter = Adapter.full
+    lora_rank: int = 8
+    lora_alpha: Optional[float] = None  # None: alpha = rank, as in the paper (Appendix E.1)
+    regularizer: Regularizer = Regularizer.none
+    l2_lambda: float = 1e-3
+    optimizer: Optimizer = Optimizer.adamw
+    merge: Merge = Merge.none
+    alpha: float = 0.5  # Wise-FT: alpha * base + (1 - alpha) * fine-tuned
+
+    def __post_init__(self) -> None:
+        _check(self.ratio >= 0, "method.ratio", self.ratio, "a number >= 0")
+        _check(self.weight >= 0, "method.weight", self.weight, "a number >= 0")
+        _check(self.lora_rank > 0, "method.lora_rank", self.lora_rank, "a positive integer")
+        _check(self.l2_lambda >= 0, "method.l2_lambda", self.l2_lambda, "a number >= 0")
+        _check(0.0 <= self.alpha <= 1.0, "method.alpha", self.alpha, "a number in [0, 1]")
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "toy_arith"
+    source: str = "toy"  # "toy": the world's downstream task; "hf" / "jsonl": loaders
+    path: Optional[str] = None
+    split: str = "train"
+    limit: Optional[int] = None
+    prompt_template: str = "Question : {query}, Answer :"  # MetaMathQA format (paper Appendix B)
+    query_field: str = "query"
+    response_field: str = "response"
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "hf"
+    temperature: float = 1.0  # paper §3: T = 1.0 for context-free samples
+    top_p: float = 0.95  # paper §3
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    chunk: int = 256  # rows per stored chunk; chunk i is sampled with seed (seed, i), so prefixes are reusable
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("hf", "vllm"), "generator.backend", self.backend, "'hf' or 'vllm'")
+        _check(self.temperature > 0, "generator.temperature", self.temperature, "a number > 0")
+        _check(0 < self.top_p <= 1, "generator.top_p", self.top_p, "a number in (0, 1]")
+        _check(self.max_new_tokens > 0, "generator.max_new_tokens", self.max_new_tokens, "a positive integer")
+        _check(self.batch_size > 0, "generator.batch_size", self.batch_size, "a positive integer")
+        _check(self.chunk > 0, "generator.chunk", self.chunk, "a positive integer")
+
+
+@dataclass
+class TrainerConfig:
+    name: str = "toy"
+    lr: float = 1e-3
+    epochs: float = 3.0  # over the downstream data; sets the step count, which mixes do not change
+    max_steps: Optional[int] = None  # overrides epochs
+    batch_size: int = 32  # per device
+    grad_accum: int = 1  # effective batch = batch_size * grad_accum * devices
+    warmup_ratio: float = 0.03  # paper §3: warmup 3% of steps
+    scheduler: str = "cosine"  # paper §3
+    weight_decay: float = 0.0
+    max_seq_len: int = 128
+    save_steps: int = 50  # checkpoint period, for resuming a killed run
+    logging_steps: int = 10
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "trainer.lr", self.lr, "a number > 0")
+        _check(self.epochs > 0, "trainer.epochs", self.epochs, "a number > 0")
+        _check(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", self.max_steps,
+               "a positive integer or null")
+        _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
+        _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
+        _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
+
+
+@dataclass
+class EvalConfig:
+    name: str = "toy"
+    # lm-eval tasks for the pre-existing abilities; "toy_*" tasks are written from the toy world
+    tasks: list[str] = field(default_factory=lambda: ["toy_facts", "toy_categories", "toy_agreement", "toy_patterns"])
+    downstream: list[str] = field(default_factory=lambda: ["toy_arith"])
+    # which lm-eval metric,filter key each task reports (default: acc,none for multiple choice)
+    metrics: dict[str, str] = field(default_factory=lambda: {"toy_arith": "exact_match,strict-match"})
+    num_fewshot: Optional[int] = None
+    limit: Optional[int] = None
+    batch_size: int = 64
+    heldout_loss: bool = True  # mean token loss on held-out pretraining-distribution text (paper 003)
+    max_gen_toks: int = 64
+    hflm: dict[str, Any] = field(default_factory=lambda: {"add_bos_token": True})
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
+        _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class Config:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0  # fine-tuning and generation seed (the toy world has its own: world.seed)
+    store_dir: str = ".store"  # the artifact store, shared by every run that points at it
+    device: str = "cpu"
+    label: Optional[str] = None  # row name in reports; default: method label
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

@@ -1,0 +1,30 @@
+"""Held-out loss on the pretraining distribution: the forgetting measure of paper 003 (lower is better).
+
+    pytest tests/evaluate/test_heldout.py
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from forgetting.data.encode import IGNORE, Collator, encode_text
+
+
+@torch.no_grad()
+def heldout_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
+    """Mean per-token cross-entropy over ``BOS text EOS`` documents (every token counted once)."""
+    model.eval()
+    rows = [encode_text(tokenizer, t, max_len) for t in texts]
+    collate = Collator(tokenizer.pad_token_id)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start:start + batch_size])
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
+        target = batch["labels"][:, 1:].to(device)
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
+                             reduction="sum")
+        total += ce.item()
+        count += int((target != IGNORE).sum())
+    return total / max(count, 1)

@@ -1,0 +1,151 @@
+"""The pipeline: world → base model → generate → train → evaluate, each stage a plain function.
+
+    python launch.py method=cfs debug=micro
+
+Stages hand off through the artifact store (``forgetting.store``), never through globals: each reads its
+inputs as artifacts and returns its own, keyed by the config slice it depends on. Rerunning a finished
+config recomputes nothing; rerunning a crashed one redoes only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from forgetting.config import Augment, Config
+from forgetting.data.jsonl import read_jsonl
+from forgetting.models import bos_token_id, load_model, load_tokenizer
+from forgetting.store import Artifact, Store, atomic_write_text
+
+log = logging.getLogger("forgetting")
+
+
+# ---- stages ------------------------------------------------------------------------------------------------
+def world_stage(c: Config, store: Store) -> Artifact:
+    from forgetting.toy.world import build_world
+
+    return store.build("world", asdict(c.world), lambda out: build_world(c.world, out))
+
+
+def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
+    """The model to fine-tune: the toy world's pretrained model, or a hub id / local directory."""
+    if c.model.source == "hf":
+        return Artifact("hub", f"{c.model.path}@{c.model.revision or 'main'}", Path(c.model.path))
+    from forgetting.toy.pretrain import pretrain
+
+    spec = {"world": world, "arch": asdict(c.model.arch), "pretrain": asdict(c.model.pretrain),
+            "seed": c.world.seed}
+    return store.build("pretrain", spec, lambda out: pretrain(c.model, world.path, out,
+                                                              store.work_dir("pretrain", spec), c.world.seed))
+
+
+def generate_stage(c: Config, store: Store, base: Artifact, n: int) -> list[dict]:
+    """``n`` augmentation rows from the method's source (empty for plain fine-tuning)."""
+    if c.method.augment == Augment.none or n == 0:
+        return []
+    if c.method.augment == Augment.context_free:
+        from forgetting.generate.sources import context_free
+
+        tokenizer = tokenizer_of(c, base)
+        bos = bos_token_id(tokenizer, c.model.bos_token_id)
+        return context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
+    raise NotImplementedError(f"method.augment={c.method.augment.value!r} is not implemented yet")
+
+
+def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
+    from forgetting.data.datasets import load_downstream
+    from forgetting.data.encode import encode_ids, encode_pair
+    from forgetting.data.mix import n_augment, train_steps
+    from forgetting.train.trainer import train
+
+    t, m = c.trainer, c.method
+    down = load_downstream(c.dataset, world)
+    n_aug = n_augment(len(down), m.ratio) if m.augment != Augment.none else 0
+    steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum, t.max_steps)
+    augment = generate_stage(c, store, base, n_aug)
+    # the method's name, label and post-hoc merge do not change training: presets that differ only there
+    # (and every point of a Wise-FT alpha grid) share one fine-tuned model
+    knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
+    spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": asdict(t), "seed": c.seed,
+            "generator": asdict(c.generator) if m.augment == Augment.context_free else None, "steps": steps}
+
+    def make(out: Path) -> None:
+        model, tokenizer = load(c, base)
+        rows = [encode_pair(tokenizer, c.dataset.prompt_template.format(query=r["query"]), r["response"],
+                            t.max_seq_len) for r in down]
+        rows += [encode_ids(r["ids"], t.max_seq_len, m.weight) for r in augment]
+        log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(augment), m.augment.value, steps)
+        train(model, tokenizer, rows, out, store.work_dir("train", spec), steps=steps, lr=t.lr,
+              batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
+              scheduler=t.scheduler, weight_decay=t.weight_decay, save_steps=t.save_steps,
+              logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu")
+
+    return store.build("train", spec, make)
+
+
+def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None) -> dict:
+    from forgetting.evaluate.heldout import heldout_loss
+    from forgetting.evaluate.lmeval import extract, run_lmeval, write_toy_tasks
+
+    e = c.eval
+    spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
+
+    def make(out: Path) -> None:
+        model, tokenizer = load(c, model_art)
+        include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
+            if world is not None else None
+        raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include,
+                         num_fewshot=e.num_fewshot, limit=e.limit, batch_size=e.batch_size, hflm_args=e.hflm)
+        metrics = extract(raw, e.tasks, "pre", e.metrics)
+        metrics["pre/avg"] = sum(metrics.values()) / len(metrics)  # the paper's "Avg." of pre-existing tasks
+        if e.heldout_loss and world is not None:
+            texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
+            metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
+        metrics.update(extract(raw, e.downstream, "down", e.metrics))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
+
+    art = store.build("evaluate", spec, make)
+    return json.loads((art.path / "metrics.json").read_text())
+
+
+# ---- helpers shared by the stages --------------------------------------------------------------------------
+def load(c: Config, art: Artifact):
+    """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference."""
+    hub = art.stage == "hub"
+    path = c.model.path if hub else art.path
+    revision = c.model.revision if hub else None
+    return (load_model(path, c.model.dtype, c.model.trust_remote_code, revision),
+            tokenizer_of(c, art))
+
+
+def tokenizer_of(c: Config, art: Artifact):
+    if art.stage == "hub":
+        return load_tokenizer(c.model.path, c.model.trust_remote_code, c.model.revision)
+    return load_tokenizer(art.path)
+
+
+def label_of(c: Config) -> str:
+    return c.label or c.method.label or c.method.name
+
+
+def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
+    """Run every stage the config asks for and write ``results.json`` into ``run_dir``."""
+    started = time.time()
+    store = Store(c.store_dir)
+    needs_world = "toy" in (c.model.source, c.dataset.source) or any(t.startswith("toy_") for t in c.eval.tasks)
+    world = world_stage(c, store) if needs_world else None
+    base = base_stage(c, store, world)
+    model = train_stage(c, store, base, world) if c.method.train else base
+    if c.method.merge.value != "none":
+        raise NotImplementedError(f"method.merge={c.method.merge.value!r} is not implemented yet")
+    metrics = evaluate_stage(c, store, model, world)
+    result = {"label": label_of(c), "method": c.method.name, "seed": c.seed,
+              "overrides": list(overrides or []), "metrics": metrics,
+              "artifacts": {"base": base.key, "model": model.key}, "seconds": round(time.time() - started, 1)}
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,360 @@
+"""Sweep directory -> paper-shaped tables (Tables 2-4) and a learning-forgetting frontier plot.
+
+    python -m forgetting.report outputs/multirun/2026-11-23/12-00-00
+
+Every run of the pipeline leaves a ``results.json`` somewhere under the sweep directory::
+
+    {"label": "CFS", "method": "cfs", "seed": 0, "overrides": ["method=cfs", "seed=0"],
+     "metrics": {"pre/facts/acc": 0.71, ..., "pre/avg": 0.6775, "pre/heldout/loss": 2.31,
+                 "down/arith/exact_match": 0.42}}
+
+Runs are grouped by ``label`` (one table row each) and averaged over seeds (mean ± sample std). Writes
+``report.md``, ``report.csv`` and ``frontier.png`` into ``--out`` (default: the first sweep directory).
+Metrics whose name ends in ``/loss``, ``/ppl`` or ``/perplexity`` are lower-is-better; all others higher.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity")
+DEFAULT_TITLE = "Learning vs. forgetting"
+# Task names as they appear in metric keys are identifiers; a few read better spelled out in a table header.
+_PRETTY = {"heldout": "held-out", "avg": "Avg."}
+
+
+class NoResults(FileNotFoundError):
+    pass
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _natural_key(path: Path) -> list:
+    # Hydra numbers jobs 0, 1, ..., 10: plain string order would put job 10 before job 2 and scramble the
+    # "order of first appearance" that rows follow.
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", str(path))]
+
+
+def _result_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(path.rglob("results.json"), key=_natural_key)
+
+
+def collect(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """Every readable results.json under ``paths`` (files or directories), in sweep order."""
+    runs = []
+    for root in paths:
+        for file in _result_files(Path(root)):
+            try:
+                run = json.loads(file.read_text())
+                if not isinstance(run.get("label"), str) or not isinstance(run.get("metrics"), dict):
+                    raise ValueError("needs a string 'label' and a 'metrics' object")
+            except (OSError, ValueError, AttributeError) as err:
+                # One broken run (killed mid-write by an older pipeline, hand-edited) must not hide the rest.
+                print(f"warning: skipping {file}: {err}".replace("\n", " "), file=sys.stderr)
+                continue
+            run["path"] = str(file)
+            runs.append(run)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def _dedupe(runs: list[dict]) -> list[dict]:
+    # A finished config rerun into a new sweep dir rewrites an identical results.json; passing both sweep dirs
+    # must not count that seed twice (it would shrink the std and inflate n).
+    by_key: dict = {}
+    for run in runs:
+        key = (run["label"], run.get("seed")) if run.get("seed") is not None else id(run)
+        if key in by_key:
+            print(f"warning: {run['path']} repeats label={run['label']!r} seed={run['seed']}; "
+                  f"keeping it over {by_key[key]['path']}", file=sys.stderr)
+        by_key[key] = run
+    return list(by_key.values())
+
+
+def _order_labels(labels: list[str], order: Optional[Sequence[str]]) -> list[str]:
+    if order:
+        unknown = [name for name in order if name not in labels]
+        if unknown:
+            print(f"warning: --order names labels with no results: {', '.join(unknown)}", file=sys.stderr)
+        head = [name for name in order if name in labels]
+    else:
+        head = [name for name in labels if name == "Base"]
+    return head + [name for name in labels if name not in head]
+
+
+def aggregate(runs: list[dict], order: Optional[Sequence[str]] = None) -> list[dict]:
+    """One row per label: ``{"label", "n", "mean": {metric: float}, "std": {metric: float | None}}``.
+
+    Rows come "Base" first, then in order of first appearance, unless ``order`` lists labels explicitly
+    (labels it omits follow in their default order). ``std`` is the sample std (ddof=1), None when n=1.
+    """
+    groups: dict[str, list[dict]] = {}
+    for run in _dedupe(runs):
+        groups.setdefault(run["label"], []).append(run)
+
+    rows = []
+    for label in _order_labels(list(groups), order):
+        members = groups[label]
+        metrics = list(dict.fromkeys(m for run in members for m in run["metrics"]))
+        mean, std = {}, {}
+        for metric in metrics:
+            values = [float(run["metrics"][metric]) for run in members
+                      if isinstance(run["metrics"].get(metric), (int, float))]
+            if len(values) < len(members):
+                print(f"warning: {label}: {metric} present in {len(values)} of {len(members)} runs",
+                      file=sys.stderr)
+            if not values:
+                continue
+            mean[metric] = statistics.mean(values)
+            std[metric] = statistics.stdev(values) if len(values) > 1 else None
+        rows.append({"label": label, "n": len(members), "mean": mean, "std": std})
+    return rows
+
+
+def default_columns(rows: list[dict]) -> list[str]:
+    """Paper order: pre-existing tasks, their Avg., held-out loss(es), then downstream (then anything else)."""
+    seen = list(dict.fromkeys(m for row in rows for m in row["mean"]))
+    pre = [m for m in seen if m.startswith("pre/")]
+    tasks = [m for m in pre if m != "pre/avg" and not lower_is_better(m)]
+    losses = [m for m in pre if lower_is_better(m)]
+    down = [m for m in seen if m.startswith("down/")]
+    rest = [m for m in seen if not m.startswith(("pre/", "down/"))]
+    return tasks + [m for m in pre if m == "pre/avg"] + losses + down + rest
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def header(metric: str, columns: Sequence[str] = ()) -> str:
+    """Short column name: the task (``facts``), with the metric only when needed to tell columns apart."""
+    parts = metric.split("/")
+    task = _PRETTY.get(parts[1], parts[1]) if len(parts) > 1 else metric
+    if len(parts) < 3:
+        return task
+    if lower_is_better(metric):
+        # "held-out" alone says nothing; the metric name is what tells a reader it is a loss.
+        return f"{task} {parts[-1]} ↓"
+    same_task = [c for c in columns if c.split("/")[1:2] == parts[1:2]]
+    if len(same_task) <= 1:
+        return task
+    same_group = [c for c in same_task if c.split("/")[0] == parts[0]]
+    return f"{task} {parts[-1]}" if len(same_group) <= 1 else " ".join(parts)
+
+
+def is_percent(rows: list[dict], metric: str) -> bool:
+    """Accuracy-type column: higher-is-better with every mean in [0, 1], so shown ×100 like the paper."""
+    means = [row["mean"][metric] for row in rows if metric in row["mean"]]
+    return not lower_is_better(metric) and bool(means) and all(0.0 <= v <= 1.0 for v in means)
+
+
+def _cells(rows: list[dict], metric: str) -> list[str]:
+    scale, digits = (100.0, 2) if is_percent(rows, metric) else (1.0, 3)
+    shown = [round(row["mean"][metric] * scale, digits) if metric in row["mean"] else None for row in rows]
+    finite = [v for v in shown if v is not None and math.isfinite(v)]
+    # Compare displayed values, so two cells that print the same are both bold or both plain.
+    best = (min(finite) if lower_is_better(metric) else max(finite)) if finite else None
+    cells = []
+    for row, value in zip(rows, shown):
+        if value is None:
+            cells.append("—")
+            continue
+        text = f"{value:.{digits}f}"
+        std = row["std"].get(metric)
+        if std is not None:
+            text += f" ± {std * scale:.{digits}f}"
+        cells.append(f"**{text}**" if value == best else text)
+    return cells
+
+
+def to_markdown(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
+    """A Markdown table, rows = labels; best mean per column in bold (min for lower-is-better)."""
+    columns = list(columns) if columns is not None else default_columns(rows)
+    by_column = [_cells(rows, metric) for metric in columns]
+    lines = [
+        "| | n | " + " | ".join(header(m, columns) for m in columns) + " |",
+        "|:--|--:|" + "--:|" * len(columns),
+    ]
+    for i, row in enumerate(rows):
+        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells[i] for cells in by_column) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _caption(rows: list[dict], columns: Sequence[str]) -> str:
+    pre = [header(m, columns) for m in columns if m.startswith("pre/")]
+    down = [header(m, columns) for m in columns if m.startswith("down/")]
+    percent = [header(m, columns) for m in columns if is_percent(rows, m)]
+    parts = []
+    if pre:
+        parts.append(f"Pre-existing tasks: {', '.join(pre)}.")
+    if down:
+        parts.append(f"Downstream: {', '.join(down)}.")
+    parts.append("Mean ± sample std over n seeds; best per column in bold (↓: lower is better).")
+    if percent:
+        parts.append("Accuracy-type columns in %.")
+    return " ".join(parts)
+
+
+def to_csv(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
+    """Raw numbers: ``label,n,<metric>_mean,<metric>_std,...``; empty std when n=1, empty cells when absent."""
+    columns = list(columns) if columns is not None else default_columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["label", "n"] + [f"{m}_{stat}" for m in columns for stat in ("mean", "std")])
+    for row in rows:
+        cells = [row["label"], row["n"]]
+        for metric in columns:
+            for stat in ("mean", "std"):
+                value = row[stat].get(metric)
+                cells.append("" if value is None else repr(value))
+        writer.writerow(cells)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ plot
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Labels whose (x, y) no other point matches or beats on both axes (higher is better), sorted by x."""
+    def dominated(p):
+        return any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in points.values())
+
+    return sorted((label for label, p in points.items() if not dominated(p)), key=lambda k: points[k])
+
+
+def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAULT_TITLE) -> list[str]:
+    """Scatter of downstream score (x) vs. pre-existing average (y), Pareto front as a step line.
+
+    Returns the labels on the front. Rows missing either metric are left out.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = default_columns(rows)
+    x_metric = next((m for m in columns if m.startswith("down/")), None)
+    y_metric = "pre/avg"
+    plotted = [r for r in rows if x_metric in r["mean"] and y_metric in r["mean"]]
+    x_scale = 100.0 if x_metric and is_percent(rows, x_metric) else 1.0
+    y_scale = 100.0 if is_percent(rows, y_metric) else 1.0
+
+    def xy(row, stat):
+        x, y = row[stat].get(x_metric), row[stat].get(y_metric)
+        return (None if x is None else x * x_scale), (None if y is None else y * y_scale)
+
+    points = {r["label"]: xy(r, "mean") for r in plotted}
+    front = pareto_front(points)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for row in plotted:
+        (x, y), (dx, dy) = points[row["label"]], xy(row, "std")
+        on_front = row["label"] in front
+        ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", capsize=3, color="C3" if on_front else "C0")
+        ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    if len(front) > 1:
+        # steps-pre traces the edge of the dominated region: left of each front point, the best reachable
+        # pre-existing average is that point's.
+        fx, fy = zip(*(points[k] for k in front))
+        ax.plot(fx, fy, drawstyle="steps-pre", linestyle="--", color="C3", alpha=0.7, label="Pareto front")
+        ax.legend(loc="lower left", fontsize=8)
+
+    unit = lambda scale: ", %" if scale == 100.0 else ""  # noqa: E731
+    down_name = " ".join(x_metric.split("/")[1:]) if x_metric else "none"
+    ax.set_xlabel(f"downstream ({down_name}{unit(x_scale)})")
+    ax.set_ylabel(f"pre-existing average{' (%)' if y_scale == 100.0 else ''}")
+    ax.set_title(title)
+    ax.margins(0.08)  # room for the point labels at the edges
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _atomic(Path(path), lambda f: fig.savefig(f, format="png"), binary=True)
+    plt.close(fig)
+    return front
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def _atomic(path: Path, write, binary: bool = False) -> None:
+    # Temp file in the same directory so os.replace is a rename on one filesystem: a reader (or a crash)
+    # sees the old file or the new one, never half of one.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        # mkstemp creates 0600; a report is meant to be shared like any file the user writes.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.PathLike] = None, *,
+                 title: str = DEFAULT_TITLE, order: Optional[Sequence[str]] = None) -> str:
+    """Write report.md, report.csv and frontier.png into ``out_dir``; return the Markdown."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    runs = collect(paths)
+    if not runs:
+        raise NoResults(f"no readable results.json under {', '.join(map(str, paths))}")
+    out = Path(out_dir) if out_dir is not None else _default_out(paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = aggregate(runs, order)
+    columns = default_columns(rows)
+    markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}\n\n"
+                f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
+    _atomic(out / "report.md", lambda f: f.write(markdown))
+    _atomic(out / "report.csv", lambda f: f.write(to_csv(rows, columns)))
+    plot_frontier(rows, out / "frontier.png", title)
+    return markdown
+
+
+def _default_out(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forgetting.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweeps", nargs="+", help="sweep directories (searched recursively) or results.json files")
+    parser.add_argument("--out", help="output directory (default: the first sweep directory)")
+    parser.add_argument("--title", default=DEFAULT_TITLE)
+    parser.add_argument("--order", help="comma-separated row order, e.g. Base,FT,CFS")
+    args = parser.parse_args(argv)
+
+    order = [s.strip() for s in args.order.split(",") if s.strip()] if args.order else None
+    try:
+        markdown = write_report(args.sweeps, args.out, title=args.title, order=order)
+    except NoResults as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else _default_out(args.sweeps[0])
+    print(markdown)
+    for name in ("report.md", "report.csv", "frontier.png"):
+        print(f"wrote {out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
