@@ -1,0 +1,57 @@
+"""Shared fixtures: an offline, sandboxed environment and a micro toy world built once per session."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# No network, no writes outside temp dirs: set before transformers / datasets / lm-eval are imported.
+_SANDBOX = Path(tempfile.mkdtemp(prefix="forgetting-tests-"))
+for var in ("HF_HOME", "XDG_CACHE_HOME", "TORCH_EXTENSIONS_DIR", "WANDB_DIR", "MPLCONFIGDIR"):
+    os.environ[var] = str(_SANDBOX / var.lower())
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false",
+                  TRANSFORMERS_VERBOSITY="error")
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def compose(*overrides: str):
+    """The config ``launch.py`` would run with these overrides, validated into the typed object."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from forgetting.config import register, validate
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return validate(hydra_compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture(scope="session")
+def micro_store(tmp_path_factory) -> Path:
+    """A store holding the micro world and its pretrained base model (built once, reused by every test)."""
+    from forgetting.pipeline import base_stage, world_stage
+    from forgetting.store import Store
+
+    root = tmp_path_factory.mktemp("store")
+    c = compose("debug=micro", f"store_dir={root}")
+    store = Store(root)
+    base_stage(c, store, world_stage(c, store))
+    return root
+
+
+@pytest.fixture
+def store_copy(micro_store, tmp_path) -> Path:
+    """A private copy of the micro store, for tests that assert on what a run computes."""
+    import shutil
+
+    dst = tmp_path / "store"
+    shutil.copytree(micro_store, dst)
+    (dst / "log.jsonl").unlink(missing_ok=True)
+    return dst
