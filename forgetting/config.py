@@ -44,8 +44,7 @@ class Regularizer(str, Enum):
 
 class Optimizer(str, Enum):
     adamw = "adamw"
-    adamw8bit = "adamw8bit"
-    sam = "sam"
+    adamw8bit = "adamw8bit"  # bitsandbytes (paper Appendix B)
 
 
 class Merge(str, Enum):
@@ -159,6 +158,7 @@ class DatasetConfig:
 class GeneratorConfig:
     backend: str = "hf"
     temperature: float = 1.0  # paper §3: T = 1.0 for context-free samples
+    contextual_temperature: float = 0.6  # paper §3: T = 0.6 for contextual answers (CS)
     top_p: float = 0.95  # paper §3
     max_new_tokens: int = 128
     batch_size: int = 64
@@ -168,6 +168,8 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         _check(self.backend in ("hf", "vllm"), "generator.backend", self.backend, "'hf' or 'vllm'")
         _check(self.temperature > 0, "generator.temperature", self.temperature, "a number > 0")
+        _check(self.contextual_temperature > 0, "generator.contextual_temperature", self.contextual_temperature,
+               "a number > 0")
         _check(0 < self.top_p <= 1, "generator.top_p", self.top_p, "a number in (0, 1]")
         _check(self.max_new_tokens > 0, "generator.max_new_tokens", self.max_new_tokens, "a positive integer")
         _check(self.batch_size > 0, "generator.batch_size", self.batch_size, "a positive integer")

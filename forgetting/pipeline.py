@@ -14,12 +14,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from forgetting.config import Augment, Config
+from forgetting.config import Adapter, Augment, Config, Merge, Optimizer, Regularizer
+from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.models import bos_token_id, load_model, load_tokenizer
-from forgetting.store import Artifact, Store, atomic_write_text
+from forgetting.store import Artifact, Store, atomic_write_text, key_of
 
 log = logging.getLogger("forgetting")
+
+OPTIMIZERS = {Optimizer.adamw: "adamw_torch", Optimizer.adamw8bit: "adamw_bnb_8bit"}  # HF Trainer names
 
 
 # ---- stages ------------------------------------------------------------------------------------------------
@@ -41,22 +44,32 @@ def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
                                                               store.work_dir("pretrain", spec), c.world.seed))
 
 
-def generate_stage(c: Config, store: Store, base: Artifact, n: int) -> list[dict]:
-    """``n`` augmentation rows from the method's source (empty for plain fine-tuning)."""
-    if c.method.augment == Augment.none or n == 0:
-        return []
-    if c.method.augment == Augment.context_free:
-        from forgetting.generate.sources import context_free
+def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | None, down: list[dict],
+                   n: int) -> list[dict]:
+    """``n`` augmentation rows from the method's source (none for plain fine-tuning)."""
+    from forgetting.generate import sources
 
-        tokenizer = tokenizer_of(c, base)
+    a = c.method.augment
+    if a == Augment.none or n == 0:
+        return []
+    if a == Augment.replay:
+        if world is None:
+            raise NotImplementedError("method.augment=replay needs a pretraining corpus: only the toy world has one "
+                                      "here")
+        corpus = [r["text"] for r in read_jsonl(world.path / "corpus.jsonl")]
+        return sources.replay(corpus, n, c.generator.seed)
+    tokenizer = tokenizer_of(c, base)
+    if a == Augment.context_free:
         bos = bos_token_id(tokenizer, c.model.bos_token_id)
-        return context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
-    raise NotImplementedError(f"method.augment={c.method.augment.value!r} is not implemented yet")
+        return sources.context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
+    prompts = [encode_prompt(tokenizer, c.dataset.prompt_template.format(query=r["query"])) for r in down]
+    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
+    return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
+                              load=lambda: load(c, base))
 
 
 def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
     from forgetting.data.datasets import load_downstream
-    from forgetting.data.encode import encode_ids, encode_pair
     from forgetting.data.mix import n_augment, train_steps
     from forgetting.train.trainer import train
 
@@ -64,25 +77,51 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     down = load_downstream(c.dataset, world)
     n_aug = n_augment(len(down), m.ratio) if m.augment != Augment.none else 0
     steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum, t.max_steps)
-    augment = generate_stage(c, store, base, n_aug)
+    augment = generate_stage(c, store, base, world, down, n_aug)
     # the method's name, label and post-hoc merge do not change training: presets that differ only there
     # (and every point of a Wise-FT alpha grid) share one fine-tuned model
     knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
+    uses_generator = m.augment in (Augment.context_free, Augment.contextual, Augment.replay)
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": asdict(t), "seed": c.seed,
-            "generator": asdict(c.generator) if m.augment == Augment.context_free else None, "steps": steps}
+            "generator": asdict(c.generator) if uses_generator else None, "steps": steps}
 
     def make(out: Path) -> None:
         model, tokenizer = load(c, base)
         rows = [encode_pair(tokenizer, c.dataset.prompt_template.format(query=r["query"]), r["response"],
                             t.max_seq_len) for r in down]
-        rows += [encode_ids(r["ids"], t.max_seq_len, m.weight) for r in augment]
+        for r in augment:
+            rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, m.weight) if "text" in r
+                        else encode_ids(r["ids"], t.max_seq_len, m.weight, r["n_prompt"]))
+        if m.adapter == Adapter.lora:
+            model = with_lora(model, m.lora_rank, m.lora_alpha)
         log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(augment), m.augment.value, steps)
         train(model, tokenizer, rows, out, store.work_dir("train", spec), steps=steps, lr=t.lr,
               batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
               scheduler=t.scheduler, weight_decay=t.weight_decay, save_steps=t.save_steps,
-              logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu")
+              logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu",
+              optim=OPTIMIZERS[m.optimizer],
+              l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0)
 
     return store.build("train", spec, make)
+
+
+def with_lora(model, rank: int, alpha: float | None):
+    from peft import LoraConfig, get_peft_model
+
+    # alpha = rank unless set (paper Appendix E.1); every linear layer of the blocks, as in Biderman et al.
+    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules="all-linear",
+                        lora_dropout=0.0, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:
+    from forgetting.merge.wise_ft import wise_ft
+
+    if base.stage == "hub":
+        raise NotImplementedError("method.merge=wise_ft needs the base weights as a local directory: set "
+                                  "model.path to a local snapshot")
+    spec = {"base": base, "tuned": tuned, "merge": c.method.merge.value, "alpha": c.method.alpha}
+    return store.build("merge", spec, lambda out: wise_ft(base.path, tuned.path, out, c.method.alpha))
 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None) -> dict:
@@ -127,8 +166,32 @@ def tokenizer_of(c: Config, art: Artifact):
     return load_tokenizer(art.path)
 
 
-def label_of(c: Config) -> str:
-    return c.label or c.method.label or c.method.name
+def label_of(c: Config, overrides: list[str] = ()) -> str:
+    """The report row: ``label=`` if set, else the method's label plus the overrides that change this run
+    (e.g. ``CFS (temperature=0.6)``); a temperature sweep leaves FT's label alone, since FT samples nothing."""
+    if c.label:
+        return c.label
+    extra = [f"{key.split('.')[-1]}={value}" for key, value in
+             (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o) if _changes_run(c, key)]
+    name = c.method.label or c.method.name
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def _changes_run(c: Config, key: str) -> bool:
+    m = c.method
+    group, _, knob = key.partition(".")
+    if group in ("model", "dataset"):
+        return True
+    if group == "trainer":
+        return m.train
+    if group == "generator":
+        return m.train and m.augment in (Augment.context_free, Augment.contextual, Augment.replay)
+    if group != "method" or knob in ("", "name", "label", "train"):
+        return False
+    relevant = {"ratio": m.augment != Augment.none, "weight": m.augment != Augment.none,
+                "lora_rank": m.adapter == Adapter.lora, "lora_alpha": m.adapter == Adapter.lora,
+                "l2_lambda": m.regularizer == Regularizer.l2, "alpha": m.merge == Merge.wise_ft}
+    return m.train and relevant.get(knob, True)
 
 
 def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
@@ -139,10 +202,10 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
     world = world_stage(c, store) if needs_world else None
     base = base_stage(c, store, world)
     model = train_stage(c, store, base, world) if c.method.train else base
-    if c.method.merge.value != "none":
-        raise NotImplementedError(f"method.merge={c.method.merge.value!r} is not implemented yet")
+    if c.method.merge == Merge.wise_ft:
+        model = merge_stage(c, store, base, model)
     metrics = evaluate_stage(c, store, model, world)
-    result = {"label": label_of(c), "method": c.method.name, "seed": c.seed,
+    result = {"label": label_of(c, overrides or []), "method": c.method.name, "seed": c.seed,
               "overrides": list(overrides or []), "metrics": metrics,
               "artifacts": {"base": base.key, "model": model.key}, "seconds": round(time.time() - started, 1)}
     if run_dir is not None:

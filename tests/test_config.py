@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONF, ROOT, compose
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from conftest import CONF, ROOT, compose
 from forgetting.config import ConfigError
 
 GROUP_OPTIONS = sorted(

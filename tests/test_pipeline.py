@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import ROOT, compose
+
 from forgetting.pipeline import base_stage, load, run, train_stage, world_stage
 from forgetting.store import Store
 

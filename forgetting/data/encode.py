@@ -15,9 +15,14 @@ import torch
 IGNORE = -100
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """``BOS prompt``: what a model is given to answer, in training and in contextual generation alike."""
+    return [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False).input_ids
+
+
 def encode_pair(tokenizer, prompt: str, response: str, max_len: int, weight: float = 1.0) -> dict:
     """``BOS prompt response EOS``; loss on the response tokens and EOS only."""
-    p = [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False).input_ids
+    p = encode_prompt(tokenizer, prompt)
     r = tokenizer(" " + response.lstrip(" "), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ids = (p + r)[:max_len]
     labels = ([IGNORE] * len(p) + r)[:max_len]
@@ -31,10 +36,12 @@ def encode_text(tokenizer, text: str, max_len: int, weight: float = 1.0) -> dict
     return {"input_ids": ids, "labels": list(ids), "weight": weight}
 
 
-def encode_ids(ids: list[int], max_len: int, weight: float = 1.0) -> dict:
-    """Already tokenized text (a model's own samples, BOS included): loss on every token."""
+def encode_ids(ids: list[int], max_len: int, weight: float = 1.0, n_prompt: int = 0) -> dict:
+    """Already tokenized text (a model's own samples, BOS included): loss on every token after the first
+    ``n_prompt`` (0 for context-free samples: all tokens)."""
     ids = list(ids)[:max_len]
-    return {"input_ids": ids, "labels": list(ids), "weight": weight}
+    labels = [IGNORE] * min(n_prompt, len(ids)) + ids[n_prompt:]
+    return {"input_ids": ids, "labels": labels, "weight": weight}
 
 
 @dataclass

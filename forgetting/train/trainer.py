@@ -52,9 +52,12 @@ class WeightedTrainer(Trainer):
 def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, steps: int, lr: float,
           batch_size: int, grad_accum: int = 1, warmup_ratio: float = 0.03, scheduler: str = "cosine",
           weight_decay: float = 0.0, save_steps: int = 50, logging_steps: int = 10, seed: int = 0,
-          bf16: bool = False, optim: str = "adamw_torch", use_cpu: bool = True) -> dict:
+          bf16: bool = False, optim: str = "adamw_torch", use_cpu: bool = True, l2_lambda: float = 0.0) -> dict:
     """Train for exactly ``steps`` optimizer steps, checkpointing into ``work_dir`` and resuming from it;
-    save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary."""
+    save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary.
+
+    A peft model (LoRA) is merged into its base weights before saving, so every evaluator sees a plain
+    checkpoint. ``l2_lambda > 0`` adds λ‖θ − θ*‖² to the initial weights (``forgetting.train.l2``)."""
     args = TrainingArguments(
         output_dir=str(work_dir),
         max_steps=steps,
@@ -78,11 +81,20 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, 
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+    callbacks = []
+    if l2_lambda > 0:
+        from forgetting.train.l2 import L2Anchor, L2Logger
+
+        # the anchor is the model as given, i.e. θ* even when resuming: checkpoints are loaded after this
+        callbacks.append(L2Logger(L2Anchor(model, l2_lambda, grad_accum)))
     trainer = WeightedTrainer(model=model, args=args, train_dataset=Rows(rows),
-                              data_collator=Collator(tokenizer.pad_token_id))
+                              data_collator=Collator(tokenizer.pad_token_id), callbacks=callbacks)
     resume = get_last_checkpoint(str(work_dir)) if Path(work_dir).exists() else None
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(out_dir))
+    if hasattr(model, "merge_and_unload"):
+        model.merge_and_unload().save_pretrained(str(out_dir))
+    else:
+        trainer.save_model(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     summary = {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss,
                "rows": len(rows)}

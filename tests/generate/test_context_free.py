@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from conftest import compose
+
 from forgetting.generate.sources import context_free
 from forgetting.pipeline import base_stage, load, world_stage
 from forgetting.store import Store

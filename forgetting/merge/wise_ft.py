@@ -1,0 +1,59 @@
+"""Wise-FT: θ = α·θ_base + (1 − α)·θ_ft, streamed over safetensors shards.
+
+    python launch.py method=wise_ft method.alpha=0.5
+
+Tensors are read one at a time (memory-mapped) and written one output shard at a time, so merging an 8B model
+never holds two models in memory. An α grid reuses the one fine-tuned checkpoint (its train key ignores α).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+INDEX = "model.safetensors.index.json"
+
+
+def _shards(model_dir: Path) -> dict[str, str]:
+    """tensor name → shard file name."""
+    if (model_dir / INDEX).exists():
+        return json.loads((model_dir / INDEX).read_text())["weight_map"]
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        return {k: "model.safetensors" for k in f.keys()}
+
+
+def wise_ft(base_dir: Path, ft_dir: Path, out_dir: Path, alpha: float) -> None:
+    base_dir, ft_dir, out_dir = Path(base_dir), Path(ft_dir), Path(out_dir)
+    base_map, ft_map = _shards(base_dir), _shards(ft_dir)
+    missing = sorted(set(ft_map) - set(base_map))
+    if missing:
+        raise ValueError(f"Wise-FT: the base model has no tensor {missing[0]!r} (and {len(missing) - 1} more): "
+                         "the fine-tuned model must have the base model's architecture")
+    with ExitStack() as stack:
+        base_files: dict[str, object] = {}  # memory-mapped handles, opened once each
+
+        def base_tensor(name: str) -> torch.Tensor:
+            shard = base_map[name]
+            if shard not in base_files:
+                base_files[shard] = stack.enter_context(safe_open(str(base_dir / shard), "pt"))
+            return base_files[shard].get_tensor(name)
+
+        for shard in sorted(set(ft_map.values())):
+            merged = {}
+            with safe_open(str(ft_dir / shard), "pt") as ft:
+                metadata = ft.metadata()
+                for name in ft.keys():
+                    f = ft.get_tensor(name)
+                    if torch.is_floating_point(f):
+                        f = (alpha * base_tensor(name).float() + (1 - alpha) * f.float()).to(f.dtype)
+                    merged[name] = f
+            save_file(merged, str(out_dir / shard), metadata=metadata or {"format": "pt"})
+            del merged
+    for p in ft_dir.iterdir():  # config, tokenizer, generation config, shard index
+        if p.is_file() and not p.name.endswith(".safetensors") and p.name != "manifest.json":
+            shutil.copy2(p, out_dir / p.name)
