@@ -101,7 +101,9 @@ class ModelConfig:
     revision: Optional[str] = None
     dtype: str = "float32"
     trust_remote_code: bool = False  # never on by default: it runs code shipped with the weights
-    bos_token_id: Optional[int] = None  # override when the tokenizer does not declare its BOS token
+    # the token a context-free sample starts from, when the tokenizer declares none (OLMo-1B: <|endoftext|>)
+    bos_token: Optional[str] = None
+    bos_token_id: Optional[int] = None
     arch: ToyArchConfig = field(default_factory=ToyArchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
@@ -142,16 +144,67 @@ class MethodConfig:
 @dataclass
 class DatasetConfig:
     name: str = "toy_arith"
-    source: str = "toy"  # "toy": the world's downstream task; "hf" / "jsonl": loaders
+    source: str = "toy"  # "toy": the world's downstream task; "hf": a hub id; "jsonl": a local jsonl/parquet file
     path: Optional[str] = None
+    subset: Optional[str] = None
     split: str = "train"
     limit: Optional[int] = None
+    # "plain": prompt_template + " " + response (MetaMathQA, paper Appendix B); "chat": the tokenizer's chat
+    # template for the user turn, the response (e.g. "<think>…</think> answer") as the assistant turn (MedReason)
+    format: str = "plain"
     prompt_template: str = "Question : {query}, Answer :"  # MetaMathQA format (paper Appendix B)
+    # row → (query, response): a field name each, or a builder in forgetting/data/formats.py (e.g. "medreason")
     query_field: str = "query"
     response_field: str = "response"
+    builder: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(self.source in ("toy", "hf", "jsonl"), "dataset.source", self.source, "'toy', 'hf' or 'jsonl'")
+        _check(self.source == "toy" or bool(self.path), "dataset.path", self.path, "a hub id or a local file")
+        _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
+
+
+@dataclass
+class ReplayConfig:
+    """Where the replay baseline (P) takes pretraining documents from."""
+
+    source: str = "toy"  # "toy": the world's corpus; "hf": a (streamed) hub corpus such as Dolma; "jsonl": a file
+    path: Optional[str] = None
+    subset: Optional[str] = None
+    split: str = "train"
+    text_field: str = "text"
+    max_rows: int = 400_000  # paper §3: 400K Dolma rows for OLMo-1B
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("toy", "hf", "jsonl"), "replay.source", self.source, "'toy', 'hf' or 'jsonl'")
+        _check(self.max_rows > 0, "replay.max_rows", self.max_rows, "a positive integer")
+
+
+@dataclass
+class BenchmarkConfig:
+    """One generative benchmark (SkyThought / MedReason style): generate, extract, grade."""
+
+    name: str = ""
+    group: str = "pre"  # "pre": a pre-existing ability; "down": the downstream task
+    kind: str = "math"  # loader + grader: math | gpqa | livecodebench | medical_mc
+    path: str = ""  # hub dataset id, or a local .jsonl/.parquet file in the hub dataset's schema
+    subset: Optional[str] = None
+    split: str = "test"
+    n_samples: int = 1  # AIME24: 4 samples per problem (paper Appendix C)
+    max_new_tokens: int = 32768  # paper Appendix C (reasoning); 2048 for the medical suite
+    temperature: float = 0.6  # paper Appendix C
+    top_p: float = 0.95  # paper Appendix C
+    limit: Optional[int] = None
+    prompt_template: Optional[str] = None  # None: the tokenizer's chat template, then "<think>\n" appended
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "eval.generative[].name", self.name, "a non-empty name")
+        _check(self.group in ("pre", "down"), f"eval.generative[{self.name}].group", self.group, "'pre' or 'down'")
+        _check(self.kind in ("math", "gpqa", "livecodebench", "medical_mc"), f"eval.generative[{self.name}].kind",
+               self.kind, "math, gpqa, livecodebench or medical_mc")
+        _check(self.n_samples > 0, f"eval.generative[{self.name}].n_samples", self.n_samples, "a positive integer")
+        _check(self.temperature >= 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number >= 0")
 
 
 @dataclass
@@ -210,6 +263,10 @@ class EvalConfig:
     # lm-eval tasks for the pre-existing abilities; "toy_*" tasks are written from the toy world
     tasks: list[str] = field(default_factory=lambda: ["toy_facts", "toy_categories", "toy_agreement", "toy_patterns"])
     downstream: list[str] = field(default_factory=lambda: ["toy_arith"])
+    # lm-eval tasks averaged into one column, e.g. commonsense: [arc_easy, ...] → pre/commonsense/acc
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    fewshot: dict[str, int] = field(default_factory=dict)  # per-task shots, e.g. gsm8k: 5 (paper Appendix C)
+    generative: list[BenchmarkConfig] = field(default_factory=list)
     # which lm-eval metric,filter key each task reports (default: acc,none for multiple choice)
     metrics: dict[str, str] = field(default_factory=lambda: {"toy_arith": "exact_match,strict-match"})
     num_fewshot: Optional[int] = None
@@ -237,6 +294,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0  # fine-tuning and generation seed (the toy world has its own: world.seed)

@@ -29,11 +29,16 @@ def load_model(path: str | Path, dtype: str = "float32", trust_remote_code: bool
     )
 
 
-def bos_token_id(tokenizer, override: int | None = None) -> int:
-    """The id that starts a context-free sample (paper Table 1): the tokenizer's BOS unless overridden."""
-    if override is not None:
-        return int(override)
+def bos_token_id(tokenizer, override_id: int | None = None, override_token: str | None = None) -> int:
+    """The id a context-free sample starts from (paper Table 1): the tokenizer's BOS unless overridden."""
+    if override_id is not None:
+        return int(override_id)
+    if override_token is not None:
+        ids = tokenizer.convert_tokens_to_ids([override_token])
+        if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
+            raise ValueError(f"model.bos_token={override_token!r} is not a token of {tokenizer.name_or_path!r}")
+        return int(ids[0])
     if tokenizer.bos_token_id is None:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} declares no BOS token: "
-                         "set model.bos_token_id to the id that starts a document")
+        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} declares no BOS token: set model.bos_token "
+                         "(e.g. '<|endoftext|>' for OLMo-1B) or model.bos_token_id")
     return int(tokenizer.bos_token_id)

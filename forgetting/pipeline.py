@@ -60,7 +60,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
         return sources.replay(corpus, n, c.generator.seed)
     tokenizer = tokenizer_of(c, base)
     if a == Augment.context_free:
-        bos = bos_token_id(tokenizer, c.model.bos_token_id)
+        bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
         return sources.context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
     prompts = [encode_prompt(tokenizer, c.dataset.prompt_template.format(query=r["query"])) for r in down]
     key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
@@ -81,9 +81,8 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     # the method's name, label and post-hoc merge do not change training: presets that differ only there
     # (and every point of a Wise-FT alpha grid) share one fine-tuned model
     knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
-    uses_generator = m.augment in (Augment.context_free, Augment.contextual, Augment.replay)
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": asdict(t), "seed": c.seed,
-            "generator": asdict(c.generator) if uses_generator else None, "steps": steps}
+            "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps}
 
     def make(out: Path) -> None:
         model, tokenizer = load(c, base)
@@ -103,6 +102,13 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0)
 
     return store.build("train", spec, make)
+
+
+def generator_knobs(augment: Augment) -> tuple[str, ...]:
+    """The generator settings an augmentation source reads (so other settings neither retrain nor relabel)."""
+    sampling = ("backend", "top_p", "max_new_tokens", "batch_size", "chunk", "seed")
+    return {Augment.none: (), Augment.replay: ("seed",), Augment.context_free: ("temperature", *sampling),
+            Augment.contextual: ("contextual_temperature", *sampling)}[augment]
 
 
 def with_lora(model, rank: int, alpha: float | None):
@@ -185,7 +191,7 @@ def _changes_run(c: Config, key: str) -> bool:
     if group == "trainer":
         return m.train
     if group == "generator":
-        return m.train and m.augment in (Augment.context_free, Augment.contextual, Augment.replay)
+        return m.train and knob in generator_knobs(m.augment)
     if group != "method" or knob in ("", "name", "label", "train"):
         return False
     relevant = {"ratio": m.augment != Augment.none, "weight": m.augment != Augment.none,

@@ -15,7 +15,9 @@ CONF = ROOT / "conf"
 _SANDBOX = Path(tempfile.mkdtemp(prefix="forgetting-tests-"))
 for var in ("HF_HOME", "XDG_CACHE_HOME", "TORCH_EXTENSIONS_DIR", "WANDB_DIR", "MPLCONFIGDIR"):
     os.environ[var] = str(_SANDBOX / var.lower())
-os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false",
+# micro models are far faster on one thread, and tests must not oversubscribe a 2-core machine
+os.environ.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline",
+                  TOKENIZERS_PARALLELISM="false",
                   TRANSFORMERS_VERBOSITY="error")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -31,6 +33,13 @@ def compose(*overrides: str):
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return validate(hydra_compose(config_name="config", overrides=list(overrides)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_cpu_thread():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

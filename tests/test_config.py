@@ -18,8 +18,13 @@ GROUP_OPTIONS = sorted(
 )
 
 
-def _override(group: str, name: str) -> str:
-    return f"+experiment={name}" if group == "experiment" else f"{group}={name}"
+# options with a mandatory value (``???``) get one here, as a user must give it on the command line
+REQUIRED = {("dataset", "jsonl"): ["dataset.path=data.jsonl"]}
+
+
+def _overrides(group: str, name: str) -> list[str]:
+    option = f"+experiment={name}" if group == "experiment" else f"{group}={name}"
+    return [option, *REQUIRED.get((group, name), [])]
 
 
 def test_every_group_has_options():
@@ -29,7 +34,7 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}/{n}" for g, n in GROUP_OPTIONS])
 def test_every_config_composes(group, name):
-    c = compose(_override(group, name))
+    c = compose(*_overrides(group, name))
     if group in ("model", "method", "dataset", "eval", "generator", "trainer", "logger", "world"):
         assert getattr(c, group).name == name if hasattr(getattr(c, group), "name") else True
 

@@ -61,10 +61,12 @@ def write_toy_tasks(world_dir: Path, out_dir: Path, prompt_template: str, max_ge
 
 
 def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | None = None,
-               num_fewshot: int | None = None, limit: int | None = None, batch_size: int = 64,
-               hflm_args: dict | None = None) -> dict:
-    """Raw ``simple_evaluate`` results for an in-memory model (or a path/hub id in ``model``)."""
-    import lm_eval
+               num_fewshot: int | None = None, fewshot: dict[str, int] | None = None, limit: int | None = None,
+               batch_size: int = 64, hflm_args: dict | None = None) -> dict:
+    """Raw ``simple_evaluate`` results for an in-memory model (or a path/hub id in ``model``).
+
+    ``fewshot`` sets a task's shot count (gsm8k: 5, paper Appendix C); other tasks take ``num_fewshot``, and
+    None leaves each task at its own YAML default (bbh's CoT few-shot exemplars, 0 where a task sets none)."""
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -75,8 +77,37 @@ def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | None 
     # indexing lm-eval's built-in tasks costs ~15 s; skip it when every task is one of ours
     manager = TaskManager(include_path=str(include_path) if include_path else None,
                           include_defaults=not set(tasks) <= local)
-    return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
-                                   task_manager=manager, log_samples=False, bootstrap_iters=0)
+    return evaluate_by_shots(lm, tasks, fewshot=fewshot, num_fewshot=num_fewshot, task_manager=manager,
+                             limit=limit)
+
+
+def shot_groups(tasks: list[str], fewshot: dict[str, int] | None, num_fewshot: int | None) -> dict:
+    """``{shots: [tasks]}`` in first-appearance order; ``simple_evaluate`` takes one ``num_fewshot`` per call."""
+    groups: dict[int | None, list[str]] = {}
+    for task in tasks:
+        groups.setdefault((fewshot or {}).get(task, num_fewshot), []).append(task)
+    return groups
+
+
+def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = None,
+                      num_fewshot: int | None = None, task_manager=None, limit: int | None = None) -> dict:
+    """One ``simple_evaluate`` per distinct shot count, on the same model, with the per-task tables merged
+    (``results``, ``groups``, ``group_subtasks``, ``configs``, ``versions``, ``n-shot``, ...)."""
+    import lm_eval
+
+    unknown = sorted(set(fewshot or {}) - set(tasks))
+    if unknown:
+        raise ValueError(f"eval.fewshot names tasks that are not evaluated: {unknown}")
+    merged: dict = {}
+    for shots, group in shot_groups(tasks, fewshot, num_fewshot).items():
+        out = lm_eval.simple_evaluate(model=lm, tasks=list(group), num_fewshot=shots, limit=limit,
+                                      task_manager=task_manager, log_samples=False, bootstrap_iters=0)
+        for key, value in out.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged.setdefault(key, value)
+    return merged
 
 
 def task_short_name(task: str) -> str:
@@ -89,10 +120,38 @@ def extract(results: dict, tasks: list[str], group: str, metrics: dict[str, str]
     out = {}
     for task in tasks:
         key = metrics.get(task, "acc,none")
-        try:
-            value = results["results"][task][key]
-        except KeyError:
-            have = sorted(results.get("results", {}).get(task, {}))
-            raise KeyError(f"lm-eval reported no {key!r} for task {task!r}: it has {have}") from None
-        out[f"{group}/{task_short_name(task)}/{key.split(',')[0]}"] = float(value)
+        out[f"{group}/{task_short_name(task)}/{key.split(',')[0]}"] = _value(results, task, key)
+    return out
+
+
+def _value(results: dict, task: str, key: str) -> float:
+    try:
+        return float(results["results"][task][key])
+    except KeyError:
+        have = sorted(results.get("results", {}).get(task, {}))
+        raise KeyError(f"lm-eval reported no {key!r} for task {task!r}: it has {have}") from None
+
+
+def summarize(results: dict, tasks: list[str], groups: dict[str, list[str]], metrics: dict[str, str],
+              group_prefix: str = "pre") -> dict[str, float]:
+    """The pre-existing-ability columns of the paper's tables (Appendix C), as fractions in [0, 1].
+
+    Per task, ``{prefix}/{task}/{metric}``, read from lm-eval's row for that name; an lm-eval *group* task
+    (mmlu, bbh, agieval_en) has its own aggregate row there (size-weighted over its subtasks), so it is read
+    the same way. Then each of ``groups`` is the unweighted mean of its member tasks
+    (``pre/commonsense/acc``), and ``{prefix}/avg`` the mean of the top-level columns: the groups and the
+    tasks in no group (Commonsense, MMLU, BBH, AGIEval → the paper's "Avg.")."""
+    out = extract(results, tasks, group_prefix, metrics)
+    grouped = {t for members in groups.values() for t in members}
+    top = [_value(results, t, metrics.get(t, "acc,none")) for t in tasks if t not in grouped]
+    for name, members in groups.items():
+        if not members:
+            raise ValueError(f"eval.groups.{name} has no member tasks")
+        keys = [metrics.get(t, "acc,none") for t in members]
+        names = {k.split(",")[0] for k in keys}
+        value = sum(_value(results, t, k) for t, k in zip(members, keys)) / len(members)
+        out[f"{group_prefix}/{name}/{names.pop() if len(names) == 1 else 'mean'}"] = value
+        top.append(value)
+    if top:
+        out[f"{group_prefix}/avg"] = sum(top) / len(top)
     return out
