@@ -204,7 +204,10 @@ class BenchmarkConfig:
         _check(self.kind in ("math", "gpqa", "livecodebench", "medical_mc"), f"eval.generative[{self.name}].kind",
                self.kind, "math, gpqa, livecodebench or medical_mc")
         _check(self.n_samples > 0, f"eval.generative[{self.name}].n_samples", self.n_samples, "a positive integer")
-        _check(self.temperature >= 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number >= 0")
+        _check(self.temperature > 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number > 0")
+        _check(0 < self.top_p <= 1, f"eval.generative[{self.name}].top_p", self.top_p, "a number in (0, 1]")
+        _check(self.max_new_tokens > 0, f"eval.generative[{self.name}].max_new_tokens", self.max_new_tokens,
+               "a positive integer")
 
 
 @dataclass

@@ -53,19 +53,35 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
     if a == Augment.none or n == 0:
         return []
     if a == Augment.replay:
-        if world is None:
-            raise NotImplementedError("method.augment=replay needs a pretraining corpus: only the toy world has one "
-                                      "here")
-        corpus = [r["text"] for r in read_jsonl(world.path / "corpus.jsonl")]
-        return sources.replay(corpus, n, c.generator.seed)
+        from forgetting.data.replay import load_replay_corpus
+
+        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None)
+        return [{"text": t} for t in texts]
     tokenizer = tokenizer_of(c, base)
     if a == Augment.context_free:
         bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
         return sources.context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
-    prompts = [encode_prompt(tokenizer, c.dataset.prompt_template.format(query=r["query"])) for r in down]
+    prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
     key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
     return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
                               load=lambda: load(c, base))
+
+
+def prompt_ids(tokenizer, c: Config, query: str) -> list[int]:
+    """What the model is given to answer: the plain template (MetaMathQA) or the chat template (MedReason)."""
+    if c.dataset.format == "chat":
+        from forgetting.data.formats import chat_prompt_ids
+
+        return chat_prompt_ids(tokenizer, query)
+    return encode_prompt(tokenizer, c.dataset.prompt_template.format(query=query))
+
+
+def encode_example(tokenizer, c: Config, query: str, response: str) -> dict:
+    if c.dataset.format == "chat":
+        from forgetting.data.formats import encode_chat
+
+        return encode_chat(tokenizer, query, response, c.trainer.max_seq_len)
+    return encode_pair(tokenizer, c.dataset.prompt_template.format(query=query), response, c.trainer.max_seq_len)
 
 
 def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
@@ -82,12 +98,12 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     # (and every point of a Wise-FT alpha grid) share one fine-tuned model
     knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": asdict(t), "seed": c.seed,
-            "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps}
+            "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
+            "replay": asdict(c.replay) if m.augment == Augment.replay else None}
 
     def make(out: Path) -> None:
         model, tokenizer = load(c, base)
-        rows = [encode_pair(tokenizer, c.dataset.prompt_template.format(query=r["query"]), r["response"],
-                            t.max_seq_len) for r in down]
+        rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
         for r in augment:
             rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, m.weight) if "text" in r
                         else encode_ids(r["ids"], t.max_seq_len, m.weight, r["n_prompt"]))
@@ -132,25 +148,37 @@ def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Art
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None) -> dict:
     from forgetting.evaluate.heldout import heldout_loss
-    from forgetting.evaluate.lmeval import extract, run_lmeval, write_toy_tasks
+    from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
     spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
 
     def make(out: Path) -> None:
         model, tokenizer = load(c, model_art)
-        include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
-            if world is not None else None
-        raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include,
-                         num_fewshot=e.num_fewshot, limit=e.limit, batch_size=e.batch_size, hflm_args=e.hflm)
-        metrics = extract(raw, e.tasks, "pre", e.metrics)
-        metrics["pre/avg"] = sum(metrics.values()) / len(metrics)  # the paper's "Avg." of pre-existing tasks
+        metrics: dict[str, float] = {}
+        if e.tasks or e.downstream:
+            include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
+                if world is not None else None
+            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include,
+                             num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
+                             hflm_args=e.hflm)
+            if e.tasks:
+                metrics.update(summarize(raw, e.tasks, e.groups, e.metrics, "pre"))  # tasks, groups, the Avg.
+            metrics.update(extract(raw, e.downstream, "down", e.metrics))
+            (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
         if e.heldout_loss and world is not None:
             texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
             metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
-        metrics.update(extract(raw, e.downstream, "down", e.metrics))
+        if e.generative:
+            from forgetting.evaluate.generative import evaluate_generative
+
+            gen = evaluate_generative(model, tokenizer, e.generative, out, seed=c.seed, batch_size=e.batch_size)
+            metrics.update(gen)
+            for group in ("pre", "down"):  # the paper's Avg. columns of Table 5
+                accs = [v for k, v in gen.items() if k.startswith(f"{group}/") and k.endswith("/acc")]
+                if accs and f"{group}/avg" not in metrics:
+                    metrics[f"{group}/avg"] = sum(accs) / len(accs)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
 
     art = store.build("evaluate", spec, make)
     return json.loads((art.path / "metrics.json").read_text())

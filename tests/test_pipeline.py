@@ -98,3 +98,22 @@ def test_lm_eval_scores_of_in_memory_model_equal_saved_checkpoint(micro_store, t
     disk = extract(run_lmeval(str(base.path), str(base.path), names, include_path=tasks, batch_size=8), names,
                    "x", metrics)
     assert mem == disk and set(mem) == {"x/facts/acc", "x/agreement/acc", "x/arith/exact_match"}
+
+
+def test_generative_suite_runs_end_to_end_on_the_toy_model(micro_store, tmp_path):
+    """eval=reasoning's machinery on the micro model: a tiny local math benchmark, per-sample records."""
+    bench = ROOT / "tests" / "fixtures" / "benchmarks" / "aime24.jsonl"
+    c = compose("debug=micro", f"store_dir={micro_store}", "method=base", "eval=reasoning",
+                f"eval.generative=[{{name: aime, kind: math, path: '{bench}', split: train, n_samples: 2, "
+                "max_new_tokens: 8, prompt_template: 'Question : {question}, Answer :'}]")
+    result = run(c, tmp_path / "run")
+    m = result["metrics"]
+    assert 0.0 <= m["pre/aime/acc"] <= 1.0 and m["pre/avg"] == m["pre/aime/acc"]
+    assert m["pre/aime/length_tokens"] > 0 and "pre/aime/wait_per_response" in m
+    evaluation = [e for e in Store(micro_store).log() if e["stage"] == "evaluate"][-1]
+    records = (micro_store / "evaluate" / evaluation["key"] / "records" / "aime.jsonl").read_text().splitlines()
+    problems = bench.read_text().splitlines()
+    assert len(records) == 2 * len(problems)
+    first = json.loads(records[0])
+    assert {"prompt", "response", "extracted", "correct"} <= set(first)
+    assert first["prompt"].startswith("Question : ")

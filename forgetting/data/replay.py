@@ -37,7 +37,7 @@ def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | s
             raise ValueError("replay.source='toy' needs the toy world's directory (its corpus.jsonl)")
         corpus = [r[cfg.text_field] for r in read_jsonl(Path(world_dir) / "corpus.jsonl")]
         order = list(range(len(corpus)))
-        random.Random(f"replay:{seed}").shuffle(order)  # the same order as generate.sources.replay
+        random.Random(f"replay:{seed}").shuffle(order)
         pool = [corpus[i] for i in order[: cfg.max_rows]]
     elif cfg.source in ("hf", "jsonl"):
         if not cfg.path:

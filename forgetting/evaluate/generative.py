@@ -71,6 +71,12 @@ def grade(kind: str, responses: list[str], problems: list[dict], *, code_timeout
     return out
 
 
+def _truncated(ids: list[int], eos: int | None, max_new_tokens: int) -> bool:
+    """Stopped by the token limit rather than by EOS. Judged by length too: a backend whose pad id is the EOS id
+    (R1-Distill's tokenizer) strips the EOS along with the padding."""
+    return len(ids) >= max_new_tokens and (not ids or ids[-1] != eos)
+
+
 def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, seed: int, batch_size: int,
          code_timeout_s: float, grade_workers: int) -> tuple[list[dict], dict, dict]:
     supported = [p for p in problems if not p.get("unsupported")]
@@ -78,15 +84,15 @@ def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, se
     if not supported:
         raise ValueError(f"benchmark {bench.name!r}: none of its {len(problems)} problems can be graded "
                          f"({problems[0].get('unsupported') if problems else 'no problems'})")
-    prompts = {p["id"]: build_prompt(tokenizer, bench.kind, p["question"], bench.prompt_template)
-               for p in supported}
-    jobs = [(p, s) for p in supported for s in range(bench.n_samples)]  # problem-major
+    # by position, not id: nothing guarantees a benchmark's ids are unique
+    prompts = [build_prompt(tokenizer, bench.kind, p["question"], bench.prompt_template) for p in supported]
+    jobs = [(i, s) for i in range(len(supported)) for s in range(bench.n_samples)]  # problem-major
 
     completions: list[list[int]] = []
     with tqdm(total=len(jobs), desc=f"{bench.name}: generate", unit="sample") as bar:
         for k, start in enumerate(range(0, len(jobs), batch_size)):
             chunk = jobs[start:start + batch_size]
-            out = backend.sample([prompts[p["id"]][1] for p, _ in chunk], temperature=bench.temperature,
+            out = backend.sample([prompts[i][1] for i, _ in chunk], temperature=bench.temperature,
                                  top_p=bench.top_p, max_new_tokens=bench.max_new_tokens,
                                  seed=_chunk_seed(seed, bench.name, k), batch_size=batch_size)
             if len(out) != len(chunk):
@@ -101,15 +107,17 @@ def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, se
     with tqdm(total=len(jobs), desc=f"{bench.name}: grade", unit="sample") as bar:
         step = max(1, batch_size)
         for start in range(0, len(jobs), step):
-            results += grade(bench.kind, responses[start:start + step], [p for p, _ in jobs[start:start + step]],
-                             code_timeout_s=code_timeout_s, workers=grade_workers)
-            bar.update(len(jobs[start:start + step]))
+            part = [supported[i] for i, _ in jobs[start:start + step]]
+            results += grade(bench.kind, responses[start:start + step], part, code_timeout_s=code_timeout_s,
+                             workers=grade_workers)
+            bar.update(len(part))
 
     records = []
-    for (p, s), ids, response, res in zip(jobs, completions, responses, results):
-        rec = {"id": p["id"], "sample": s, "prompt": prompts[p["id"]][0], "response": response,
+    for (i, s), ids, response, res in zip(jobs, completions, responses, results):
+        p = supported[i]
+        rec = {"id": p["id"], "sample": s, "prompt": prompts[i][0], "response": response,
                "extracted": res["extracted"], "correct": bool(res["correct"]),
-               "n_tokens": len(ids), "truncated": not ids or ids[-1] != eos}
+               "n_tokens": len(ids), "truncated": _truncated(ids, eos, bench.max_new_tokens)}
         if "answer" in p:
             rec["gold"] = p["answer"]
         for key in ("status", "passed", "total", "detail"):
@@ -137,9 +145,9 @@ def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, se
               "statuses": dict(Counter(r["status"] for r in records if "status" in r)),
               "max_new_tokens": bench.max_new_tokens, "temperature": bench.temperature, "top_p": bench.top_p}
     by_difficulty: dict[str, list[bool]] = {}
-    for (p, _), res in zip(jobs, results):
-        if p.get("difficulty"):
-            by_difficulty.setdefault(str(p["difficulty"]), []).append(bool(res["correct"]))
+    for (i, _), res in zip(jobs, results):
+        if supported[i].get("difficulty"):
+            by_difficulty.setdefault(str(supported[i]["difficulty"]), []).append(bool(res["correct"]))
     if by_difficulty:  # LiveCodeBench easy / medium / hard; the paper's LCB column may be their plain mean
         detail["acc_by_difficulty"] = {d: sum(v) / len(v) for d, v in sorted(by_difficulty.items())}
         detail["acc_difficulty_mean"] = sum(detail["acc_by_difficulty"].values()) / len(by_difficulty)

@@ -33,7 +33,9 @@ class HFBackend:
                 top_k=0, max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
             )
             for row in gen[:, width:].tolist():
-                if eos in row:
+                if eos in row:  # generate() pads finished rows; everything after the first EOS is padding
                     row = row[: row.index(eos) + 1]
-                out.append([t for t in row if t != pad])
+                elif pad in row:
+                    row = row[: row.index(pad)]
+                out.append(row)
         return out

@@ -1,6 +1,8 @@
-"""Augmentation sources: context-free samples (CFS), contextual answers (CS), pretraining replay (P).
+"""Model-generated augmentation: context-free samples (CFS) and contextual answers (CS).
 
     pytest tests/generate/test_context_free.py tests/generate/test_sources.py
+
+Replay rows (P) are not generated: ``forgetting.data.replay`` reads them from the pretraining corpus.
 
 Model samples are made in chunks of ``generator.chunk`` rows; chunk ``i`` is its own artifact, sampled with seed
 ``(generator.seed, i)``. A request for ``n`` rows takes the first ``n`` rows of chunks ``0..``, so 10% of a
@@ -11,7 +13,6 @@ first ``k`` (``k = 0``: every token).
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import asdict
 from typing import Callable
 
@@ -82,14 +83,6 @@ def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[
         return [{"ids": p + o, "n_prompt": len(p)} for p, o in zip(batch, outs)]
 
     return _chunked(store, spec, n, gen.chunk, "contextual samples", make)
-
-
-def replay(corpus: list[str], n: int, seed: int) -> list[dict]:
-    """``n`` documents of the pretraining corpus (paper §3, P), in a fixed seeded order so that smaller
-    requests are prefixes of larger ones; rows are text, with loss on every token."""
-    order = list(range(len(corpus)))
-    random.Random(f"replay:{seed}").shuffle(order)
-    return [{"text": corpus[order[j % len(order)]]} for j in range(n)]
 
 
 def make_backend(name: str, model, tokenizer):

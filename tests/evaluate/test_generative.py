@@ -135,7 +135,8 @@ class ScriptedBackend:
             key = next(k for k in self.script if k in text)
             response = self.script[key][self.next[key] % len(self.script[key])]
             self.next[key] += 1
-            out.append(self.tok(response, add_special_tokens=False).input_ids + [self.tok.eos_token_id])
+            ids = self.tok(response, add_special_tokens=False).input_ids + [self.tok.eos_token_id]
+            out.append(ids[:max_new_tokens])
         return out
 
 
@@ -226,6 +227,13 @@ def test_bad_benchmark_configs_fail_before_generating(tok, tmp_path):
     assert backend.seen == [] and not (tmp_path / "records" / "aime24.jsonl").exists()
 
 
+def test_responses_cut_by_the_token_limit_are_marked_truncated(tok, tmp_path):
+    backend = ScriptedBackend(tok, {"": ["Let me think about this for a long while before answering. \\boxed{4}"]})
+    evaluate_generative(None, tok, [bench("math500", max_new_tokens=6)], tmp_path, backend=backend)
+    records = read_jsonl(tmp_path / "records" / "math500.jsonl")
+    assert [(r["n_tokens"], r["truncated"], r["correct"]) for r in records] == [(6, True, False)] * 3
+
+
 # --------------------------------------------------------------------------------------- real toy model
 
 def test_toy_model_end_to_end_through_hf_backend(micro_store, tmp_path):
@@ -245,6 +253,7 @@ def test_toy_model_end_to_end_through_hf_backend(micro_store, tmp_path):
     for r in records:
         assert isinstance(r["response"], str) and isinstance(r["correct"], bool)
         assert "extracted" in r and 1 <= r["n_tokens"] <= 16
+        assert not (r["truncated"] and r["n_tokens"] < 16)
     assert set(metrics) == {"pre/math500/acc", "pre/math500/wait_per_response", "pre/math500/length_tokens"}
     assert all(math.isfinite(v) for v in metrics.values())
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"] == metrics
