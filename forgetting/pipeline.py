@@ -190,8 +190,8 @@ def load(c: Config, art: Artifact):
     hub = art.stage == "hub"
     path = c.model.path if hub else art.path
     revision = c.model.revision if hub else None
-    return (load_model(path, c.model.dtype, c.model.trust_remote_code, revision),
-            tokenizer_of(c, art))
+    model = load_model(path, c.model.dtype, c.model.trust_remote_code, revision)
+    return (model.to(c.device) if c.device != "cpu" else model), tokenizer_of(c, art)
 
 
 def tokenizer_of(c: Config, art: Artifact):

@@ -145,3 +145,22 @@ def test_experiment_preset_sweep_expands_to_valid_configs(name):
                 assert got == pytest.approx(float(value)), override
             else:
                 assert str(got) == value, override
+
+
+TOY_PRESETS = [n for n in EXPERIMENTS if compose("debug=micro", f"+experiment={n}").model.source == "toy"]
+
+
+@pytest.mark.parametrize("name", TOY_PRESETS)
+def test_every_toy_preset_runs_on_the_micro_world(name, store_copy, tmp_path):
+    """DESIGN convention 9: each preset's whole sweep runs (micro world, few steps) and the report reads it."""
+    from forgetting.pipeline import run
+    from forgetting.report import write_report
+
+    labels = set()
+    for i, combo in enumerate(_sweep(name)):
+        c = compose("debug=micro", f"store_dir={store_copy}", f"+experiment={name}", *combo)
+        result = run(c, tmp_path / "runs" / str(i), overrides=combo)
+        assert result["metrics"]["pre/avg"] >= 0 and "down/arith/exact_match" in result["metrics"]
+        labels.add(result["label"])
+    markdown = write_report([tmp_path / "runs"], tmp_path)
+    assert all(f"| {label} |" in markdown for label in labels)
