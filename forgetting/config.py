@@ -25,6 +25,17 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
+def _check_local(key: str, path: Optional[str]) -> None:
+    """A path that is plainly local (absolute, ./, ../, ~) must exist before hours of work start; anything else
+    may be a hub id and is checked when it is loaded."""
+    import glob
+    import os
+
+    if path and path.startswith(("/", "./", "../", "~")):
+        expanded = os.path.expanduser(path)
+        _check(bool(glob.glob(expanded)) or os.path.exists(expanded), key, path, "an existing local path")
+
+
 class Augment(str, Enum):
     none = "none"
     context_free = "context_free"  # CFS: samples of the base model from its BOS token alone
@@ -110,6 +121,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf"), "model.source", self.source, "'toy' or 'hf'")
         _check(self.source == "toy" or bool(self.path), "model.path", self.path, "a hub id or local path")
+        _check_local("model.path", self.path)
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype,
                "float32, bfloat16 or float16")
 
@@ -161,6 +173,7 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf", "jsonl"), "dataset.source", self.source, "'toy', 'hf' or 'jsonl'")
         _check(self.source == "toy" or bool(self.path), "dataset.path", self.path, "a hub id or a local file")
+        _check_local("dataset.path", self.path)
         _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
 
@@ -179,6 +192,7 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf", "jsonl"), "replay.source", self.source, "'toy', 'hf' or 'jsonl'")
         _check(self.max_rows > 0, "replay.max_rows", self.max_rows, "a positive integer")
+        _check_local("replay.path", self.path)
 
 
 @dataclass
@@ -204,6 +218,7 @@ class BenchmarkConfig:
         _check(self.kind in ("math", "gpqa", "livecodebench", "medical_mc"), f"eval.generative[{self.name}].kind",
                self.kind, "math, gpqa, livecodebench or medical_mc")
         _check(self.n_samples > 0, f"eval.generative[{self.name}].n_samples", self.n_samples, "a positive integer")
+        _check_local(f"eval.generative[{self.name}].path", self.path)
         _check(self.temperature > 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number > 0")
         _check(0 < self.top_p <= 1, f"eval.generative[{self.name}].top_p", self.top_p, "a number in (0, 1]")
         _check(self.max_new_tokens > 0, f"eval.generative[{self.name}].max_new_tokens", self.max_new_tokens,

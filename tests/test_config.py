@@ -76,3 +76,13 @@ def test_help_and_cfg_job_work():
                               timeout=120)
         assert proc.returncode == 0, proc.stderr
     assert "augment: none" in proc.stdout and "temperature: 1.0" in proc.stdout
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["dataset=jsonl", "dataset.path=/nonexistent/data.jsonl"], "dataset.path"),
+    (["model.source=hf", "model.path=/nonexistent/model"], "model.path"),
+    (["method=replay", "replay.source=jsonl", "replay.path=./nonexistent/*.json.gz"], "replay.path"),
+])
+def test_missing_local_paths_fail_before_any_stage(overrides, key):
+    with pytest.raises(ConfigError, match=f"{key}=.* expected an existing local path"):
+        compose(*overrides)
