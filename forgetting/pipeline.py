@@ -115,7 +115,8 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               scheduler=t.scheduler, weight_decay=t.weight_decay, save_steps=t.save_steps,
               logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu",
               optim=OPTIMIZERS[m.optimizer],
-              l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0)
+              l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0,
+              gradient_checkpointing=t.gradient_checkpointing)
 
     return store.build("train", spec, make)
 

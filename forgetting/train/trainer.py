@@ -52,7 +52,8 @@ class WeightedTrainer(Trainer):
 def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, steps: int, lr: float,
           batch_size: int, grad_accum: int = 1, warmup_ratio: float = 0.03, scheduler: str = "cosine",
           weight_decay: float = 0.0, save_steps: int = 50, logging_steps: int = 10, seed: int = 0,
-          bf16: bool = False, optim: str = "adamw_torch", use_cpu: bool = True, l2_lambda: float = 0.0) -> dict:
+          bf16: bool = False, optim: str = "adamw_torch", use_cpu: bool = True, l2_lambda: float = 0.0,
+          gradient_checkpointing: bool = False) -> dict:
     """Train for exactly ``steps`` optimizer steps, checkpointing into ``work_dir`` and resuming from it;
     save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary.
 
@@ -74,6 +75,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, 
         seed=seed,
         data_seed=seed,
         bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing,
         optim=optim,
         use_cpu=use_cpu,
         report_to="none",
