@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 SEEDS   ?= 0
 ARGS    ?=
 
-.PHONY: run test bench install clean
+.PHONY: run test install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,9 +24,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
-
-bench: $(STAMP)
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf .store outputs multirun
