@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 SEEDS   ?= 0
 ARGS    ?=
 
-.PHONY: run test install clean
+.PHONY: run test bench install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# Five performance benchmarks (~4 min on 2 cores), each a ratio measured side by side; see bench/__init__.py.
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf .store outputs multirun

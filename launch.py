@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forgetting.config import ConfigError, register, validate
+from forgetting.config import ConfigError, check_installed, register, validate
 
 register()
 
@@ -20,6 +20,7 @@ register()
 def main(cfg: DictConfig) -> None:
     try:
         c = validate(cfg)
+        check_installed(c)  # optional extras (vLLM) the run needs, before any stage starts
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

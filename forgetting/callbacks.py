@@ -1,4 +1,5 @@
-"""Hydra callbacks: after a multirun, write and print the sweep's paper-shaped report.
+"""Hydra callbacks: after a multirun, write and print the sweep's paper-shaped report (and, with logger=wandb,
+log it as an artifact of a ``report`` run in the sweep's W&B group).
 
     python launch.py -m method=base,ft,cfs       # ends with the table, report.md/.csv and frontier.png
 """
@@ -23,3 +24,10 @@ class Report(Callback):
             return
         print("\n" + markdown)
         print(f"report: {sweep / 'report.md'}, {sweep / 'report.csv'}, {sweep / 'frontier.png'}")
+        if config.logger.name == "wandb":
+            from omegaconf import OmegaConf
+
+            from forgetting import tracking
+
+            logger = OmegaConf.to_object(config.logger)
+            tracking.log_report(logger, logger.group or tracking.sweep_group(config.hydra), sweep)

@@ -235,9 +235,24 @@ class GeneratorConfig:
     batch_size: int = 64
     chunk: int = 256  # rows per stored chunk; chunk i is sampled with seed (seed, i), so prefixes are reusable
     seed: int = 0
+    # vLLM only (backend: vllm, forgetting/generate/vllm.py). The first four choose resources, not samples, and
+    # stay out of the samples' cache key; dtype is part of it.
+    tensor_parallel_size: int = 1  # GPUs per vLLM engine
+    data_parallel_size: int = 1  # vLLM engines, one process each on its own tensor_parallel_size GPUs
+    gpu_memory_utilization: float = 0.9
+    max_model_len: Optional[int] = None  # null: the model's own; must hold prompt + max_new_tokens
+    dtype: Optional[str] = None  # null: model.dtype
 
     def __post_init__(self) -> None:
         _check(self.backend in ("hf", "vllm"), "generator.backend", self.backend, "'hf' or 'vllm'")
+        for key in ("tensor_parallel_size", "data_parallel_size"):
+            _check(getattr(self, key) > 0, f"generator.{key}", getattr(self, key), "a positive integer")
+        _check(0 < self.gpu_memory_utilization <= 1, "generator.gpu_memory_utilization",
+               self.gpu_memory_utilization, "a number in (0, 1]")
+        _check(self.max_model_len is None or self.max_model_len > 0, "generator.max_model_len", self.max_model_len,
+               "a positive integer or null")
+        _check(self.dtype in (None, "auto", "float32", "bfloat16", "float16"), "generator.dtype", self.dtype,
+               "null (model.dtype), auto, float32, bfloat16 or float16")
         _check(self.temperature > 0, "generator.temperature", self.temperature, "a number > 0")
         _check(self.contextual_temperature > 0, "generator.contextual_temperature", self.contextual_temperature,
                "a number > 0")
@@ -254,7 +269,7 @@ class TrainerConfig:
     epochs: float = 3.0  # over the downstream data; sets the step count, which mixes do not change
     max_steps: Optional[int] = None  # overrides epochs
     batch_size: int = 32  # per device
-    grad_accum: int = 1  # effective batch = batch_size * grad_accum * devices
+    grad_accum: int = 1  # effective batch = batch_size * grad_accum * num_processes
     warmup_ratio: float = 0.03  # paper §3: warmup 3% of steps
     scheduler: str = "cosine"  # paper §3
     weight_decay: float = 0.0
@@ -263,6 +278,12 @@ class TrainerConfig:
     logging_steps: int = 10
     bf16: bool = False
     gradient_checkpointing: bool = False
+    packing: bool = False  # pack rows into fewer sequences (same rows per step): forgetting/data/encode.py
+    # training processes on this machine, one per GPU; train() starts them (forgetting/train/distributed.py)
+    num_processes: int = 1
+    # a DeepSpeed config, e.g. ZeRO-3 (conf/trainer/deepspeed_zero3.yaml); "auto" values are filled in by the HF
+    # Trainer from the keys above. null: no DeepSpeed
+    deepspeed: Optional[dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "trainer.lr", self.lr, "a number > 0")
@@ -273,6 +294,40 @@ class TrainerConfig:
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
         _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
+        _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
+        if self.deepspeed is not None:
+            _check_deepspeed(self)
+
+
+def _check_deepspeed(t: TrainerConfig) -> None:
+    """The DeepSpeed keys this project sets or relies on; DeepSpeed itself checks the rest when training starts."""
+    ds, key = t.deepspeed, "trainer.deepspeed"
+    for section in ("optimizer", "scheduler"):
+        _check(section not in ds, f"{key}.{section}", ds.get(section),
+               "no such section: the HF Trainer's optimizer (method.optimizer, which carries the ℓ2 anchor) and "
+               "schedule (trainer.scheduler) are used")
+    zero = ds.get("zero_optimization") or {}
+    stage = zero.get("stage", 0)
+    _check(stage in (0, 1, 2, 3), f"{key}.zero_optimization.stage", stage, "0, 1, 2 or 3")
+    for part in ("offload_optimizer", "offload_param"):
+        device = (zero.get(part) or {}).get("device", "none")
+        _check(device in ("none", "cpu", "nvme"), f"{key}.zero_optimization.{part}.device", device,
+               "'none', 'cpu' or 'nvme'")
+        _check(device == "none" or part == "offload_optimizer" or stage == 3,
+               f"{key}.zero_optimization.{part}.device", device, "'none' below ZeRO stage 3")
+    gather = zero.get("stage3_gather_16bit_weights_on_model_save", False)
+    _check(isinstance(gather, bool), f"{key}.zero_optimization.stage3_gather_16bit_weights_on_model_save", gather,
+           "true or false")
+    for name, ours, source in (("train_micro_batch_size_per_gpu", t.batch_size, "trainer.batch_size"),
+                               ("gradient_accumulation_steps", t.grad_accum, "trainer.grad_accum"),
+                               ("train_batch_size", t.batch_size * t.grad_accum * t.num_processes,
+                                "trainer.batch_size × grad_accum × num_processes")):
+        value = ds.get(name, "auto")
+        _check(value in ("auto", ours), f"{key}.{name}", value, f"'auto' or {ours} ({source})")
+    for name, ours in (("bf16", t.bf16), ("fp16", False)):
+        value = (ds.get(name) or {}).get("enabled", "auto")
+        _check(value in ("auto", ours), f"{key}.{name}.enabled", value,
+               f"'auto' or {str(ours).lower()} (trainer.bf16 sets the precision)")
 
 
 @dataclass
@@ -301,7 +356,28 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"
+    """Experiment tracking (forgetting/tracking.py). ``none``: each run dir's results.json and train_log.jsonl
+    are the record; ``wandb``: also one W&B run per sweep point, grouped by sweep."""
+
+    name: str = "none"  # none | wandb
+    project: str = "forgetting"
+    entity: Optional[str] = None  # W&B user or team; null: the API key's default entity
+    group: Optional[str] = None  # null: the experiment preset's name and the Hydra sweep dir (one group per sweep)
+    mode: str = "online"  # online | offline | disabled; online falls back to offline when W&B cannot be reached
+    tags: list[str] = field(default_factory=list)
+    log_samples: int = 64  # generated augmentation rows shown in the run's samples table (0: no table)
+    init_timeout: float = 60.0  # seconds wandb.init may wait for the server before falling back to offline
+    finish_timeout: float = 300.0  # seconds run.finish() may wait for uploads (0: until done)
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("none", "wandb"), "logger.name", self.name, "'none' or 'wandb'")
+        _check(bool(self.project), "logger.project", self.project, "a non-empty W&B project name")
+        _check(self.mode in ("online", "offline", "disabled"), "logger.mode", self.mode,
+               "'online', 'offline' or 'disabled'")
+        _check(self.log_samples >= 0, "logger.log_samples", self.log_samples, "an integer >= 0")
+        _check(self.init_timeout > 0, "logger.init_timeout", self.init_timeout, "a number of seconds > 0")
+        _check(self.finish_timeout >= 0, "logger.finish_timeout", self.finish_timeout,
+               "a number of seconds >= 0 (0: wait until uploaded)")
 
 
 @dataclass
@@ -329,3 +405,16 @@ def register() -> None:
 def validate(cfg: DictConfig) -> Config:
     """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def check_installed(c: Config) -> None:
+    """The optional packages this run will need, found without importing them (``launch.py`` calls this right
+    after :func:`validate`, before any stage runs); raises ConfigError naming the extra to install. Not part of
+    :func:`validate`, so that every config still composes on a machine without the extras."""
+    import importlib.util
+
+    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and c.method.augment in
+                                            (Augment.context_free, Augment.contextual))
+    if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
+                          "`pip install -e '.[gpu]'` on a CUDA machine, or generator=hf")

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from forgetting.config import Adapter, Augment, Config, Merge, Optimizer, Regularizer
@@ -60,11 +61,12 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
     tokenizer = tokenizer_of(c, base)
     if a == Augment.context_free:
         bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
-        return sources.context_free(store, base, c.generator, n, bos_id=bos, load=lambda: load(c, base))
+        return sources.context_free(store, base, c.generator, n, bos_id=bos,
+                                    load=lambda: generation_model(c, base))
     prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
     key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
     return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
-                              load=lambda: load(c, base))
+                              load=lambda: generation_model(c, base))
 
 
 def prompt_ids(tokenizer, c: Config, query: str) -> list[int]:
@@ -87,38 +89,52 @@ def encode_example(tokenizer, c: Config, query: str, response: str) -> dict:
 def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
     from forgetting.data.datasets import load_downstream
     from forgetting.data.mix import n_augment, train_steps
+    from forgetting.tracking import current
     from forgetting.train.trainer import train
 
     t, m = c.trainer, c.method
     down = load_downstream(c.dataset, world)
     n_aug = n_augment(len(down), m.ratio) if m.augment != Augment.none else 0
-    steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum, t.max_steps)
+    steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum * t.num_processes, t.max_steps)
     augment = generate_stage(c, store, base, world, down, n_aug)
+    current().samples(augment, m.augment.value, lambda: tokenizer_of(c, base))  # logger=wandb: a samples table
     # the method's name, label and post-hoc merge do not change training: presets that differ only there
     # (and every point of a Wise-FT alpha grid) share one fine-tuned model
     knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
-    spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": asdict(t), "seed": c.seed,
+    if m.regularizer == Regularizer.l2:
+        knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
+    spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
             "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
             "replay": asdict(c.replay) if m.augment == Augment.replay else None}
 
     def make(out: Path) -> None:
-        model, tokenizer = load(c, base)
+        tokenizer = tokenizer_of(c, base)
         rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
         for r in augment:
             rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, m.weight) if "text" in r
                         else encode_ids(r["ids"], t.max_seq_len, m.weight, r["n_prompt"]))
-        if m.adapter == Adapter.lora:
-            model = with_lora(model, m.lora_rank, m.lora_alpha)
         log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(augment), m.augment.value, steps)
-        train(model, tokenizer, rows, out, store.work_dir("train", spec), steps=steps, lr=t.lr,
+        # a function, not a model: under ZeRO-3 each training process creates its own, already partitioned
+        train(partial(trainable_model, c, base), tokenizer, rows, out, store.work_dir("train", spec), steps=steps,
+              lr=t.lr,
               batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
               scheduler=t.scheduler, weight_decay=t.weight_decay, save_steps=t.save_steps,
               logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu",
               optim=OPTIMIZERS[m.optimizer],
               l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0,
-              gradient_checkpointing=t.gradient_checkpointing)
+              gradient_checkpointing=t.gradient_checkpointing, packing=t.packing,
+              report_to=current().report_to, deepspeed=t.deepspeed, num_processes=t.num_processes)
 
     return store.build("train", spec, make)
+
+
+# trainer knobs added after models were stored: at these values training is what it was before they existed, so
+# they stay out of the key and stored models remain valid
+_TRAINER_DEFAULTS = {"packing": False, "num_processes": 1, "deepspeed": None}
+
+
+def trainer_spec(t) -> dict:
+    return {k: v for k, v in asdict(t).items() if k not in _TRAINER_DEFAULTS or v != _TRAINER_DEFAULTS[k]}
 
 
 def generator_knobs(augment: Augment) -> tuple[str, ...]:
@@ -137,6 +153,13 @@ def with_lora(model, rank: int, alpha: float | None):
     return get_peft_model(model, config)
 
 
+def trainable_model(c: Config, base: Artifact):
+    """The model the train stage fine-tunes: the base model, with LoRA adapters when the method says so."""
+    model, _ = load(c, base)
+    m = c.method
+    return with_lora(model, m.lora_rank, m.lora_alpha) if m.adapter == Adapter.lora else model
+
+
 def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:
     from forgetting.merge.wise_ft import wise_ft
 
@@ -153,9 +176,17 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
     e = c.eval
     spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
+    vllm = bool(e.generative) and c.generator.backend != "hf"
+    if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
+        spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
 
     def make(out: Path) -> None:
-        model, tokenizer = load(c, model_art)
+        if vllm:
+            from forgetting.generate.vllm import require_vllm
+
+            require_vllm()  # before any model is loaded
+        needs_hf_model = e.tasks or e.downstream or (e.heldout_loss and world is not None) or not vllm
+        model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
         if e.tasks or e.downstream:
             include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
@@ -173,7 +204,19 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
         if e.generative:
             from forgetting.evaluate.generative import evaluate_generative
 
-            gen = evaluate_generative(model, tokenizer, e.generative, out, seed=c.seed, batch_size=e.batch_size)
+            backend = None
+            if vllm:
+                model = None  # vLLM's engines load their own copy: give the GPU memory back first
+                _free_gpu_memory()
+                from forgetting.generate.sources import make_backend
+
+                backend = make_backend(c.generator.backend, *generation_model(c, model_art), gen=c.generator)
+            try:
+                gen = evaluate_generative(model, tokenizer, e.generative, out, backend=backend, seed=c.seed,
+                                          batch_size=e.batch_size)
+            finally:
+                if backend is not None:
+                    backend.close()
             metrics.update(gen)
             for group in ("pre", "down"):  # the paper's Avg. columns of Table 5
                 accs = [v for k, v in gen.items() if k.startswith(f"{group}/") and k.endswith("/acc")]
@@ -186,6 +229,16 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
 
 # ---- helpers shared by the stages --------------------------------------------------------------------------
+def _free_gpu_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load(c: Config, art: Artifact):
     """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference."""
     hub = art.stage == "hub"
@@ -193,6 +246,19 @@ def load(c: Config, art: Artifact):
     revision = c.model.revision if hub else None
     model = load_model(path, c.model.dtype, c.model.trust_remote_code, revision)
     return (model.to(c.device) if c.device != "cpu" else model), tokenizer_of(c, art)
+
+
+def generation_model(c: Config, art: Artifact):
+    """What ``generator.backend`` samples from, with the tokenizer: the loaded model for hf; for vllm only where the
+    weights are (a ``VLLMModel``), since vLLM loads them itself, in its own processes and GPUs."""
+    if c.generator.backend == "hf":
+        return load(c, art)
+    from forgetting.generate.vllm import VLLMModel
+
+    hub = art.stage == "hub"
+    model = VLLMModel(path=str(c.model.path if hub else art.path), revision=c.model.revision if hub else None,
+                      trust_remote_code=c.model.trust_remote_code, dtype=c.generator.dtype or c.model.dtype)
+    return model, tokenizer_of(c, art)
 
 
 def tokenizer_of(c: Config, art: Artifact):
@@ -230,20 +296,36 @@ def _changes_run(c: Config, key: str) -> bool:
 
 
 def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
-    """Run every stage the config asks for and write ``results.json`` into ``run_dir``."""
+    """Run every stage the config asks for and write ``results.json`` (and the training curves,
+    ``train_log.jsonl``) into ``run_dir``; with ``logger=wandb`` the run is also tracked (forgetting/tracking.py)."""
+    import shutil
+
+    from forgetting import tracking
+
     started = time.time()
-    store = Store(c.store_dir)
-    needs_world = "toy" in (c.model.source, c.dataset.source) or any(t.startswith("toy_") for t in c.eval.tasks)
-    world = world_stage(c, store) if needs_world else None
-    base = base_stage(c, store, world)
-    model = train_stage(c, store, base, world) if c.method.train else base
-    if c.method.merge == Merge.wise_ft:
-        model = merge_stage(c, store, base, model)
-    metrics = evaluate_stage(c, store, model, world)
-    result = {"label": label_of(c, overrides or []), "method": c.method.name, "seed": c.seed,
-              "overrides": list(overrides or []), "metrics": metrics,
+    overrides = list(overrides or [])
+    tracker = tracking.start(c, label_of(c, overrides), overrides)
+    try:
+        store = Store(c.store_dir)
+        needs_world = "toy" in (c.model.source, c.dataset.source) or any(t.startswith("toy_") for t in c.eval.tasks)
+        world = world_stage(c, store) if needs_world else None
+        base = base_stage(c, store, world)
+        tuned = train_stage(c, store, base, world) if c.method.train else None
+        model = tuned or base
+        if c.method.merge == Merge.wise_ft:
+            model = merge_stage(c, store, base, model)
+        metrics = evaluate_stage(c, store, model, world)
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    result = {"label": label_of(c, overrides), "method": c.method.name, "seed": c.seed,
+              "overrides": overrides, "metrics": metrics,
               "artifacts": {"base": base.key, "model": model.key}, "seconds": round(time.time() - started, 1)}
+    curves = tuned.path / "train_log.jsonl" if tuned is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "results.json", json.dumps(result, indent=1))
+        if curves is not None and curves.exists():
+            shutil.copyfile(curves, run_dir / "train_log.jsonl")
+    tracker.finish(metrics, train_log=curves)
     return result

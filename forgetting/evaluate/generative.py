@@ -4,9 +4,10 @@
 
 For each benchmark: load its problems, build one prompt per problem, sample ``n_samples`` completions per
 prompt through a generation backend (``HFBackend`` by default; any object with the same ``sample`` method,
-e.g. a vLLM backend), decode, grade with the kind's grader, and write one record per sample to
-``out_dir/records/<name>.jsonl``. Returns ``{group}/{name}/acc`` (mean over every graded sample, so AIME24 with
-4 samples per problem averages 120 generations as the paper does), ``{group}/{name}/wait_per_response`` and
+e.g. ``VLLMBackend``, which ``evaluate_stage`` passes when ``generator.backend=vllm``), decode, grade with the
+kind's grader, and write one record per sample to ``out_dir/records/<name>.jsonl``. Returns
+``{group}/{name}/acc`` (mean over every graded sample, so AIME24 with 4 samples per problem averages 120
+generations as the paper does), ``{group}/{name}/wait_per_response`` and
 ``{group}/{name}/length_tokens`` (the paper's Table 6), and ``{group}/{name}/n_unsupported`` when some problems
 could not be graded (LiveCodeBench call-based problems: never generated, never counted in ``acc``).
 ``out_dir/summary.json`` holds the metrics and per-benchmark details.
@@ -89,9 +90,12 @@ def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, se
     jobs = [(i, s) for i in range(len(supported)) for s in range(bench.n_samples)]  # problem-major
 
     completions: list[list[int]] = []
+    # a backend that batches requests itself (vLLM) gets them all in one call: its GPUs stay busy, and its
+    # per-request seeds then do not depend on eval.batch_size
+    step = len(jobs) if getattr(backend, "whole_calls", False) else batch_size
     with tqdm(total=len(jobs), desc=f"{bench.name}: generate", unit="sample") as bar:
-        for k, start in enumerate(range(0, len(jobs), batch_size)):
-            chunk = jobs[start:start + batch_size]
+        for k, start in enumerate(range(0, len(jobs), step)):
+            chunk = jobs[start:start + step]
             out = backend.sample([prompts[i][1] for i, _ in chunk], temperature=bench.temperature,
                                  top_p=bench.top_p, max_new_tokens=bench.max_new_tokens,
                                  seed=_chunk_seed(seed, bench.name, k), batch_size=batch_size)

@@ -9,6 +9,10 @@ Model samples are made in chunks of ``generator.chunk`` rows; chunk ``i`` is its
 200% generation is its prefix and a ratio grid pays for its largest point once, whatever order it runs in.
 Every row is training-ready token ids: ``{"ids": [...], "n_prompt": k}``, with loss on the tokens after the
 first ``k`` (``k = 0``: every token).
+
+``generator.backend`` picks the sampler (``make_backend``): ``hf`` (``HFBackend``, the loaded model) or ``vllm``
+(``VLLMBackend``, which loads the weights itself from a ``VLLMModel``; tests/generate/test_vllm.py). Both write the
+same rows; the backend is part of the chunks' key, so their samples never mix.
 """
 from __future__ import annotations
 
@@ -35,20 +39,32 @@ def _chunked(store: Store, spec: dict, n: int, chunk: int, desc: str,
 
 
 class _LazyBackend:
-    """Loads the model only when a chunk is actually missing (a cached grid never loads it)."""
+    """Loads the model only when a chunk is actually missing (a cached grid never loads it). ``load()`` returns
+    ``make_backend``'s (model, tokenizer) for ``gen.backend``."""
 
-    def __init__(self, name: str, load: Callable):
-        self.name, self.load, self.backend = name, load, None
+    def __init__(self, gen, load: Callable):
+        self.gen, self.load, self.backend = gen, load, None
 
     def sample(self, prompts: list[list[int]], gen, seed: int, temperature: float) -> list[list[int]]:
         if self.backend is None:
-            self.backend = make_backend(self.name, *self.load())
+            self.backend = make_backend(self.gen.backend, *self.load(), gen=self.gen)
         return self.backend.sample(prompts, temperature=temperature, top_p=gen.top_p,
                                    max_new_tokens=gen.max_new_tokens, seed=seed, batch_size=gen.batch_size)
 
+    def close(self) -> None:
+        if hasattr(self.backend, "close"):  # vLLM engines hold GPUs that the training stage needs next
+            self.backend.close()
+        self.backend = None
+
+
+# vLLM knobs that choose resources, not samples (VLLMBackend refuses a max_model_len that would cut a sample)
+_RESOURCES = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len")
+
 
 def _gen_spec(gen, temperature: float) -> dict:
-    skip = ("chunk", "temperature", "contextual_temperature")
+    skip = ("chunk", "temperature", "contextual_temperature", *_RESOURCES)
+    # hf: the keys chunks had before the vLLM knobs existed; vllm: batches are vLLM's own, seeds are per request
+    skip += ("dtype",) if gen.backend == "hf" else ("batch_size",)
     return {**{k: v for k, v in asdict(gen).items() if k not in skip}, "temperature": temperature}
 
 
@@ -58,14 +74,17 @@ def _seed(seed: int, chunk: int) -> int:
 
 def context_free(store: Store, base: Artifact, gen, n: int, *, bos_id: int, load: Callable) -> list[dict]:
     """``n`` samples of the base model from its BOS token id alone (paper §2): ``[BOS] + completion``."""
-    backend = _LazyBackend(gen.backend, load)
+    backend = _LazyBackend(gen, load)
     spec = {"model": base, "source": "context_free", "generator": _gen_spec(gen, gen.temperature), "bos_id": bos_id}
 
     def make(i: int, size: int) -> list[dict]:
         outs = backend.sample([[bos_id]] * size, gen, _seed(gen.seed, i), gen.temperature)
         return [{"ids": [bos_id] + o, "n_prompt": 0} for o in outs]
 
-    return _chunked(store, spec, n, gen.chunk, "context-free samples", make)
+    try:
+        return _chunked(store, spec, n, gen.chunk, "context-free samples", make)
+    finally:
+        backend.close()
 
 
 def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[int]], prompts_key: str,
@@ -73,7 +92,7 @@ def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[
     """The base model's own answers to the fine-tuning prompts at ``generator.contextual_temperature``
     (paper §2, CS): row ``j`` answers prompt
     ``j mod len(prompts)``; the prompt is masked, the generated answer takes the loss."""
-    backend = _LazyBackend(gen.backend, load)
+    backend = _LazyBackend(gen, load)
     spec = {"model": base, "source": "contextual", "generator": _gen_spec(gen, gen.contextual_temperature),
             "prompts": prompts_key}
 
@@ -82,12 +101,28 @@ def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[
         outs = backend.sample(batch, gen, _seed(gen.seed, i), gen.contextual_temperature)
         return [{"ids": p + o, "n_prompt": len(p)} for p, o in zip(batch, outs)]
 
-    return _chunked(store, spec, n, gen.chunk, "contextual samples", make)
+    try:
+        return _chunked(store, spec, n, gen.chunk, "contextual samples", make)
+    finally:
+        backend.close()
 
 
-def make_backend(name: str, model, tokenizer):
+def make_backend(name: str, model, tokenizer, gen=None):
+    """The sampler ``generator.backend=name`` names. ``hf``: ``model`` is the loaded model. ``vllm``: ``model`` is
+    a ``VLLMModel`` (where the weights are) and ``gen`` (the generator config) sets its GPUs."""
     if name == "hf":
         from forgetting.generate.hf import HFBackend
 
         return HFBackend(model, tokenizer)
-    raise ValueError(f"generator.backend={name!r} is not available here: expected 'hf'")
+    if name == "vllm":
+        from forgetting.generate.vllm import VLLMBackend, VLLMModel, require_vllm
+
+        require_vllm()
+        if not isinstance(model, VLLMModel):
+            raise TypeError(f"generator.backend='vllm' samples from a VLLMModel (where the weights are), got "
+                            f"{type(model).__name__}: expected pipeline.generation_model() to make it")
+        knobs = {} if gen is None else dict(
+            tensor_parallel_size=gen.tensor_parallel_size, data_parallel_size=gen.data_parallel_size,
+            gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len, seed=gen.seed)
+        return VLLMBackend(model, tokenizer, **knobs)
+    raise ValueError(f"generator.backend={name!r} is not available here: expected 'hf' or 'vllm'")

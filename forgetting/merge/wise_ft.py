@@ -34,26 +34,30 @@ def wise_ft(base_dir: Path, ft_dir: Path, out_dir: Path, alpha: float) -> None:
     if missing:
         raise ValueError(f"Wise-FT: the base model has no tensor {missing[0]!r} (and {len(missing) - 1} more): "
                          "the fine-tuned model must have the base model's architecture")
-    with ExitStack() as stack:
-        base_files: dict[str, object] = {}  # memory-mapped handles, opened once each
+    for shard in sorted(set(ft_map.values())):
+        merged = {}
+        # the base shards are opened for this output shard only: closing them unmaps the pages read from them, so
+        # resident memory stays near one shard of each model instead of growing to the whole base model
+        with ExitStack() as stack:
+            base_files: dict[str, object] = {}  # memory-mapped handles, opened once each per output shard
 
-        def base_tensor(name: str) -> torch.Tensor:
-            shard = base_map[name]
-            if shard not in base_files:
-                base_files[shard] = stack.enter_context(safe_open(str(base_dir / shard), "pt"))
-            return base_files[shard].get_tensor(name)
+            def base_tensor(name: str) -> torch.Tensor:
+                part = base_map[name]
+                if part not in base_files:
+                    base_files[part] = stack.enter_context(safe_open(str(base_dir / part), "pt"))
+                return base_files[part].get_tensor(name)
 
-        for shard in sorted(set(ft_map.values())):
-            merged = {}
-            with safe_open(str(ft_dir / shard), "pt") as ft:
-                metadata = ft.metadata()
-                for name in ft.keys():
-                    f = ft.get_tensor(name)
-                    if torch.is_floating_point(f):
-                        f = (alpha * base_tensor(name).float() + (1 - alpha) * f.float()).to(f.dtype)
-                    merged[name] = f
-            save_file(merged, str(out_dir / shard), metadata=metadata or {"format": "pt"})
-            del merged
+            ft = stack.enter_context(safe_open(str(ft_dir / shard), "pt"))
+            metadata = ft.metadata()
+            for name in ft.keys():
+                f = ft.get_tensor(name)
+                if torch.is_floating_point(f):
+                    # one fp32 copy, updated in place: no further temporaries the size of the tensor
+                    m = f.to(torch.float32, copy=True).mul_(1 - alpha).add_(base_tensor(name).float(), alpha=alpha)
+                    f = m.to(f.dtype)
+                merged[name] = f
+        save_file(merged, str(out_dir / shard), metadata=metadata or {"format": "pt"})
+        del merged
     for p in ft_dir.iterdir():  # config, tokenizer, generation config, shard index
         if p.is_file() and not p.name.endswith(".safetensors") and p.name != "manifest.json":
             shutil.copy2(p, out_dir / p.name)
