@@ -101,6 +101,8 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     # the method's name, label and post-hoc merge do not change training: presets that differ only there
     # (and every point of a Wise-FT alpha grid) share one fine-tuned model
     knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
+    if m.adapter == Adapter.lora:
+        knobs["lora_init"] = "seeded"  # adapters initialised from the run's seed: earlier LoRA models differ
     if m.regularizer == Regularizer.l2:
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
@@ -157,7 +159,12 @@ def trainable_model(c: Config, base: Artifact):
     """The model the train stage fine-tunes: the base model, with LoRA adapters when the method says so."""
     model, _ = load(c, base)
     m = c.method
-    return with_lora(model, m.lora_rank, m.lora_alpha) if m.adapter == Adapter.lora else model
+    if m.adapter != Adapter.lora:
+        return model
+    import torch
+
+    torch.manual_seed(c.seed)  # the adapters' random init follows the run's seed, not what ran before in the process
+    return with_lora(model, m.lora_rank, m.lora_alpha)
 
 
 def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:

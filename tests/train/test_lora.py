@@ -158,3 +158,21 @@ def test_lora_and_cfs_compose(store_copy):
     assert set(saved) == set(base_sd)
     moved = {k for k in saved if not torch.equal(saved[k], base_sd[k])}
     assert moved and all(k.rsplit(".", 2)[-2] in LINEARS for k in moved)  # only adapted layers changed
+
+
+def test_adapter_init_follows_the_run_seed_not_the_process_history(micro_store):
+    from forgetting.pipeline import trainable_model
+
+    def adapters(seed: int) -> dict[str, torch.Tensor]:
+        c = compose("debug=micro", f"store_dir={micro_store}", "method=lora", "method.lora_rank=4", f"seed={seed}")
+        store = Store(micro_store)
+        model = trainable_model(c, base_stage(c, store, world_stage(c, store)))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    first = adapters(0)
+    torch.rand(1000)  # whatever ran before in this process (another sweep point) must not matter
+    again = adapters(0)
+    other = adapters(1)
+    assert first and first.keys() == again.keys()
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    assert not all(torch.equal(first[n], other[n]) for n in first)
