@@ -18,7 +18,6 @@ even that fails, the run goes untracked.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -209,8 +208,9 @@ def _config_dict(c: Config) -> dict:
 
 
 def _run_id(lg: LoggerConfig, group: str, point: list[str]) -> str:
-    blob = json.dumps([lg.entity, lg.project, group, sorted(point)])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    from forgetting.store import key_of
+
+    return key_of("wandb-run", {"entity": lg.entity, "project": lg.project, "group": group, "point": sorted(point)})
 
 
 def _slug(text: str) -> str:
