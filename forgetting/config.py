@@ -106,7 +106,8 @@ class PretrainConfig:
 @dataclass
 class ModelConfig:
     name: str = "toy"
-    # "toy": the world's base model, pretrained here; "hf": a hub id or local directory in ``path``
+    # "toy": the world's base model, pretrained here; "hf": a hub id or local directory in ``path``; "gguf": a GGUF
+    # file in ``path`` (or ``pkg:<package>/<file>`` inside an installed wheel), imported into the store once
     source: str = "toy"
     path: Optional[str] = None
     revision: Optional[str] = None
@@ -119,9 +120,18 @@ class ModelConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
-        _check(self.source in ("toy", "hf"), "model.source", self.source, "'toy' or 'hf'")
+        _check(self.source in ("toy", "hf", "gguf"), "model.source", self.source, "'toy', 'hf' or 'gguf'")
         _check(self.source == "toy" or bool(self.path), "model.path", self.path, "a hub id or local path")
-        _check_local("model.path", self.path)
+        if self.source == "gguf":
+            from forgetting.models import gguf_path
+
+            try:
+                found = gguf_path(self.path)
+            except FileNotFoundError as err:
+                raise ConfigError(str(err)) from None
+            _check(found.is_file() and found.suffix == ".gguf", "model.path", self.path, "an existing .gguf file")
+        else:
+            _check_local("model.path", self.path)
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype,
                "float32, bfloat16 or float16")
 
@@ -348,10 +358,25 @@ class EvalConfig:
     heldout_loss: bool = True  # mean token loss on held-out pretraining-distribution text (paper 003)
     max_gen_toks: int = 64
     hflm: dict[str, Any] = field(default_factory=lambda: {"add_bos_token": True})
+    # held-out loss on real text available offline (forgetting/data/offline.py): stdlib_code, stdlib_prose →
+    # pre/<name>/loss, over corpus_docs documents of at most corpus_max_len tokens
+    corpora: list[str] = field(default_factory=list)
+    corpus_docs: int = 64
+    corpus_max_len: int = 256
+    # > 0: KL(base ‖ model) per token on this many held-out context-free samples of the base model (the quantity
+    # CFS's extra loss term approximates, paper 000 §2) → pre/base_samples/kl; the same samples for every run
+    base_samples: int = 0
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
+        from forgetting.data.offline import CORPORA
+
+        for name in self.corpora:
+            _check(name in CORPORA, "eval.corpora", name, f"one of {sorted(CORPORA)}")
+        _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
+        _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
+        _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
 
 
 @dataclass

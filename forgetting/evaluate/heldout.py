@@ -1,6 +1,6 @@
 """Held-out loss on the pretraining distribution: the forgetting measure of paper 003 (lower is better).
 
-    pytest tests/evaluate/test_heldout.py
+    python launch.py +experiment=smollm2 debug=dry
 """
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ import torch.nn.functional as F
 from forgetting.data.encode import IGNORE, Collator, encode_text
 
 
-@torch.no_grad()
 def heldout_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
     """Mean per-token cross-entropy over ``BOS text EOS`` documents (every token counted once)."""
+    return rows_loss(model, [encode_text(tokenizer, t, max_len) for t in texts], tokenizer.pad_token_id, batch_size)
+
+
+@torch.no_grad()
+def rows_loss(model, rows: list[dict], pad_token_id: int, batch_size: int = 32) -> float:
+    """Mean per-token cross-entropy of the labelled tokens of encoded rows (``forgetting.data.encode``)."""
     model.eval()
-    rows = [encode_text(tokenizer, t, max_len) for t in texts]
-    collate = Collator(tokenizer.pad_token_id)
+    collate = Collator(pad_token_id)
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):

@@ -1,0 +1,72 @@
+"""Held-out text that a real model was trained on and that is available offline: the Python standard library.
+
+    python launch.py +experiment=smollm2 debug=dry
+    pytest tests/data/test_offline.py
+
+Pretraining mixtures of open models (SmolLM2's among them) contain public Python code, and the standard
+library's own source is among the most copied Python there is; its docstrings are English prose written for
+people. Both are on every machine that runs this project, so they measure forgetting on real pretraining-like
+text with no download:
+
+- ``stdlib_code``: blocks of ``CODE_LINES`` consecutive lines (at least half of them non-blank) of the
+  top-level stdlib modules;
+- ``stdlib_prose``: module, class and function docstrings of at least ``MIN_PROSE_CHARS`` characters.
+
+Documents are drawn with a fixed seed from the running interpreter's standard library; the Python version is
+part of the evaluation key (another version has other files).
+"""
+from __future__ import annotations
+
+import ast
+import random
+import sys
+import sysconfig
+from pathlib import Path
+
+CODE_LINES = 30
+MIN_PROSE_CHARS = 300
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).glob("*.py") if not p.name.startswith("_"))
+
+
+def _code_blocks() -> list[str]:
+    blocks = []
+    for path in _modules():
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        for start in range(0, len(lines) - CODE_LINES + 1, CODE_LINES):
+            block = lines[start:start + CODE_LINES]
+            if sum(bool(line.strip()) for line in block) >= CODE_LINES // 2:
+                blocks.append("\n".join(block))
+    return blocks
+
+
+def _docstrings() -> list[str]:
+    docs = []
+    for path in _modules():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= MIN_PROSE_CHARS:
+                    docs.append(doc)
+    return docs
+
+
+CORPORA = {"stdlib_code": _code_blocks, "stdlib_prose": _docstrings}
+
+
+def corpus(name: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` documents of corpus ``name`` (fewer if it has fewer), the same ones for the same Python."""
+    if name not in CORPORA:
+        raise ValueError(f"eval.corpora entry {name!r} is unknown: expected one of {sorted(CORPORA)}")
+    docs = CORPORA[name]()
+    return random.Random(f"{name}:{seed}").sample(docs, min(n, len(docs)))
+
+
+def python_version() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
