@@ -296,6 +296,7 @@ class TrainerConfig:
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
         _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
         if self.deepspeed is not None:

@@ -56,7 +56,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
     if a == Augment.replay:
         from forgetting.data.replay import load_replay_corpus
 
-        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None)
+        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None, store)
         return [{"text": t} for t in texts]
     tokenizer = tokenizer_of(c, base)
     if a == Augment.context_free:
@@ -107,7 +107,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
             "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": asdict(c.replay) if m.augment == Augment.replay else None}
+            "replay": replay_spec(c) if m.augment == Augment.replay else None}
     if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
         spec["master_weights"] = train_dtype(c)
 
@@ -131,6 +131,13 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               save_dtype=c.model.dtype)
 
     return store.build("train", spec, make)
+
+
+def replay_spec(c: Config) -> dict:
+    spec = asdict(c.replay)
+    if c.replay.source != "toy":  # earlier versions took the first rows of a shuffle buffer: other rows, other models
+        spec["sample"] = "uniform"
+    return spec
 
 
 # trainer knobs added after models were stored: at these values training is what it was before they existed, so
