@@ -241,7 +241,9 @@ class GeneratorConfig:
     temperature: float = 1.0  # paper §3: T = 1.0 for context-free samples
     contextual_temperature: float = 0.6  # paper §3: T = 0.6 for contextual answers (CS)
     top_p: float = 0.95  # paper §3
-    max_new_tokens: int = 128
+    # null: trainer.max_seq_len - 1, so that [BOS] + a context-free sample fills one training sequence (resolved in
+    # Config); a contextual answer gets the same cap and is cut with its prompt at trainer.max_seq_len
+    max_new_tokens: Optional[int] = None
     batch_size: int = 64
     chunk: int = 256  # rows per stored chunk; chunk i is sampled with seed (seed, i), so prefixes are reusable
     seed: int = 0
@@ -267,7 +269,8 @@ class GeneratorConfig:
         _check(self.contextual_temperature > 0, "generator.contextual_temperature", self.contextual_temperature,
                "a number > 0")
         _check(0 < self.top_p <= 1, "generator.top_p", self.top_p, "a number in (0, 1]")
-        _check(self.max_new_tokens > 0, "generator.max_new_tokens", self.max_new_tokens, "a positive integer")
+        _check(self.max_new_tokens is None or self.max_new_tokens > 0, "generator.max_new_tokens",
+               self.max_new_tokens, "a positive integer or null (trainer.max_seq_len - 1)")
         _check(self.batch_size > 0, "generator.batch_size", self.batch_size, "a positive integer")
         _check(self.chunk > 0, "generator.chunk", self.chunk, "a positive integer")
 
@@ -303,6 +306,7 @@ class TrainerConfig:
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
         _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
         if self.deepspeed is not None:
@@ -420,6 +424,10 @@ class Config:
     store_dir: str = ".store"  # the artifact store, shared by every run that points at it
     device: str = "cpu"
     label: Optional[str] = None  # row name in reports; default: method label
+
+    def __post_init__(self) -> None:
+        if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
+            self.generator.max_new_tokens = self.trainer.max_seq_len - 1
 
 
 def register() -> None:

@@ -63,7 +63,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
     if a == Augment.replay:
         from forgetting.data.replay import load_replay_corpus
 
-        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None)
+        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None, store)
         return [{"text": t} for t in texts]
     tokenizer = tokenizer_of(c, base)
     if a == Augment.context_free:
@@ -114,7 +114,9 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
             "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": asdict(c.replay) if m.augment == Augment.replay else None}
+            "replay": replay_spec(c) if m.augment == Augment.replay else None}
+    if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
+        spec["master_weights"] = train_dtype(c)
 
     def make(out: Path) -> None:
         tokenizer = tokenizer_of(c, base)
@@ -132,9 +134,17 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               optim=OPTIMIZERS[m.optimizer],
               l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0,
               gradient_checkpointing=t.gradient_checkpointing, packing=t.packing,
-              report_to=current().report_to, deepspeed=t.deepspeed, num_processes=t.num_processes)
+              report_to=current().report_to, deepspeed=t.deepspeed, num_processes=t.num_processes,
+              save_dtype=c.model.dtype)
 
     return store.build("train", spec, make)
+
+
+def replay_spec(c: Config) -> dict:
+    spec = asdict(c.replay)
+    if c.replay.source != "toy":  # earlier versions took the first rows of a shuffle buffer: other rows, other models
+        spec["sample"] = "uniform"
+    return spec
 
 
 # trainer knobs added after models were stored: at these values training is what it was before they existed, so
@@ -162,9 +172,21 @@ def with_lora(model, rank: int, alpha: float | None):
     return get_peft_model(model, config)
 
 
+def train_dtype(c: Config) -> str:
+    """The dtype the train stage loads the base model in. Full fine-tuning outside DeepSpeed keeps fp32 master
+    weights whatever ``model.dtype`` is: at lr 5e-6 an Adam step is far below half a bf16 ulp of most weights, so
+    pure bf16 training rounds most updates away; ``trainer.bf16`` then means bf16 autocast compute. DeepSpeed's bf16
+    mode keeps its own fp32 masters, and LoRA's base weights are frozen (peft keeps the adapters in fp32): both
+    load in ``model.dtype``. The fine-tuned checkpoint is saved in ``model.dtype`` in every case."""
+    if c.trainer.deepspeed is not None or c.method.adapter == Adapter.lora:
+        return c.model.dtype
+    return "float32"
+
+
 def trainable_model(c: Config, base: Artifact):
-    """The model the train stage fine-tunes: the base model, with LoRA adapters when the method says so."""
-    model, _ = load(c, base)
+    """The model the train stage fine-tunes: the base model in :func:`train_dtype`, with LoRA adapters when the
+    method says so."""
+    model, _ = load(c, base, train_dtype(c))
     m = c.method
     if m.adapter != Adapter.lora:
         return model
@@ -290,12 +312,13 @@ def _free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def load(c: Config, art: Artifact):
-    """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference."""
+def load(c: Config, art: Artifact, dtype: str | None = None):
+    """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference; the weights in
+    ``dtype`` (default ``model.dtype``)."""
     hub = art.stage == "hub"
     path = c.model.path if hub else art.path
     revision = c.model.revision if hub else None
-    model = load_model(path, c.model.dtype, c.model.trust_remote_code, revision)
+    model = load_model(path, dtype or c.model.dtype, c.model.trust_remote_code, revision)
     return (model.to(c.device) if c.device != "cpu" else model), tokenizer_of(c, art)
 
 

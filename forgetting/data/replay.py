@@ -2,10 +2,16 @@
 
     pytest tests/data/test_replay.py
 
-OLMo-1B replays Dolma (paper §3: "we subsample 400K rows"). The corpus is streamed, shuffled through a
-fixed-size buffer with ``seed``, and read only as far as needed, so a 400K-row subsample never downloads the
-whole corpus. Because the buffer size and seed fix the order, the rows for a smaller ``n`` are a prefix of the
-rows for a larger one: a ratio grid shares its rows.
+OLMo-1B replays Dolma (paper §3: "we subsample 400K rows"). A hub or file source is subsampled uniformly, without
+replacement: row ``i`` of the source (in its fixed order: files sorted, rows in file order) gets the ``i``-th draw
+of a generator seeded with ``seed`` as its key, and the ``k`` rows with the smallest keys, in key order, are the
+sample. One streaming pass keeps them in a bounded heap (``k`` texts in memory). Because the order is by key, the
+rows for a smaller ``n`` are a prefix of the rows for a larger one: a ratio grid shares its rows.
+
+**Cost: the whole source is read once**, however few rows are kept — every file ``replay.path`` matches. For all of
+Dolma (several TB of .json.gz) that is hours of streaming; point ``replay.path`` at the files to sample from (the
+subsample is uniform over them). The pipeline stores the ``replay.max_rows`` sample as a ``replay`` artifact, so
+the pass is made once per source and seed, shared by every ratio and rerun.
 
 ``allenai/dolma`` on the hub is a loading script, which ``datasets`` >= 4 no longer runs: point
 ``replay.path`` at Dolma's data files instead (``.json.gz`` URLs or a local copy), which load through the
@@ -13,23 +19,25 @@ rows for a larger one: a ratio grid shares its rows.
 """
 from __future__ import annotations
 
+import heapq
 import random
-from itertools import islice
+from dataclasses import asdict
 from pathlib import Path
 
 from forgetting.config import ReplayConfig
 from forgetting.data.formats import file_builder, load_source
-from forgetting.data.jsonl import read_jsonl
-
-SHUFFLE_BUFFER = 10_000  # fixed, never derived from n: the stream order must not depend on how much is read
+from forgetting.data.jsonl import read_jsonl, write_jsonl
 
 
-def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | str | None = None) -> list[str]:
+def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | str | None = None,
+                       store=None) -> list[str]:
     """Exactly ``n`` replay texts in their final order.
 
-    The pool is the first ``min(n, max_rows)`` documents of the seeded shuffle; when ``n`` exceeds the pool
-    (a ratio above ``max_rows`` rows, or a small corpus) the pool repeats, as the toy path always did. Smaller
-    ``n`` is a prefix of larger ``n`` for the same seed. Use the list as is: reshuffling it would break that."""
+    The pool is the first ``min(n, max_rows)`` documents of the seeded order (toy: a shuffle of the world's corpus;
+    hub or file: the uniform subsample); when ``n`` exceeds the pool (a ratio above ``max_rows`` rows, or a small
+    corpus) the pool repeats, as the toy path always did. Smaller ``n`` is a prefix of larger ``n`` for the same
+    seed. Use the list as is: reshuffling it would break that. With a ``store`` (``forgetting.store.Store``), a hub
+    or file source's ``max_rows`` sample is stored and read back instead of re-reading the source."""
     if n <= 0:
         return []
     if cfg.source == "toy":
@@ -44,7 +52,12 @@ def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | s
             raise ValueError(f"replay.source={cfg.source!r} needs replay.path (a hub id or a data file)")
         if cfg.source == "jsonl" and not file_builder(cfg.path):
             raise ValueError(f"replay.path={cfg.path!r} is not a .json/.jsonl(.gz)/.parquet file")
-        pool = _stream_texts(cfg, min(n, cfg.max_rows), seed)
+        if store is None:
+            pool = uniform_sample(cfg, min(n, cfg.max_rows), seed)
+        else:
+            art = store.build("replay", {"replay": asdict(cfg), "seed": seed}, lambda out: write_jsonl(
+                out / "rows.jsonl", [{"text": t} for t in uniform_sample(cfg, cfg.max_rows, seed)]))
+            pool = [r["text"] for r in read_jsonl(art.path / "rows.jsonl")][:n]
     else:
         raise ValueError(f"replay.source={cfg.source!r} is invalid: expected 'toy', 'hf' or 'jsonl'")
     if not pool:
@@ -52,12 +65,17 @@ def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | s
     return [pool[j % len(pool)] for j in range(n)]
 
 
-def _stream_texts(cfg: ReplayConfig, k: int, seed: int) -> list[str]:
-    ds = load_source(cfg.path, cfg.subset, cfg.split, streaming=True)
-    ds = ds.shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
-    texts = []
-    for row in islice(iter(ds), k):
+def uniform_sample(cfg: ReplayConfig, k: int, seed: int) -> list[str]:
+    """``k`` texts drawn uniformly without replacement from the whole source, in the order of their random keys
+    (one streaming pass; see the module docstring)."""
+    rng = random.Random(f"replay:{seed}")
+    heap: list[tuple[float, int, str]] = []  # (-key, row, text): the root is the largest key kept
+    for i, row in enumerate(load_source(cfg.path, cfg.subset, cfg.split, streaming=True)):
         if cfg.text_field not in row:
             raise ValueError(f"replay.text_field {cfg.text_field!r} not in {cfg.path}: it has {sorted(row)}")
-        texts.append(row[cfg.text_field])
-    return texts
+        key = rng.random()  # drawn for every row, so that row i's key depends on (seed, i) alone
+        if len(heap) < k:
+            heapq.heappush(heap, (-key, i, row[cfg.text_field]))
+        elif key < -heap[0][0]:
+            heapq.heapreplace(heap, (-key, i, row[cfg.text_field]))
+    return [text for _, _, text in sorted(heap, reverse=True)]

@@ -21,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from forgetting.data.encode import IGNORE, Collator
+from forgetting.models import DTYPES
 
 
 class Rows(Dataset):
@@ -81,7 +82,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, 
           weight_decay: float = 0.0, save_steps: int = 50, logging_steps: int = 10, seed: int = 0,
           bf16: bool = False, optim: str = "adamw_torch", use_cpu: bool = True, l2_lambda: float = 0.0,
           gradient_checkpointing: bool = False, deepspeed: dict | None = None, num_processes: int = 1,
-          report_to: str = "none", packing: bool = False) -> dict:
+          report_to: str = "none", packing: bool = False, save_dtype: str | None = None) -> dict:
     """Train for exactly ``steps`` optimizer steps, checkpointing into ``work_dir`` and resuming from it;
     save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary.
 
@@ -90,13 +91,16 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, *, 
     weights (``forgetting.train.l2``). With a ``deepspeed`` config (e.g. ZeRO-3) or ``num_processes > 1``,
     training runs in ``num_processes`` worker processes (``forgetting.train.distributed``); ``model`` must then be
     a picklable function, since each worker creates the model itself (under ZeRO-3, already partitioned).
-    ``packing``: padding-free batches (``forgetting.data.encode.Collator``)."""
+    ``packing``: padding-free batches (``forgetting.data.encode.Collator``). ``bf16``: bf16 autocast compute, the
+    weights (and the optimizer's update of them) stay in the dtype the model has — fp32 master weights for an fp32
+    model. ``save_dtype`` (e.g. ``"bfloat16"``): the saved model is cast to it once, after training (not under
+    DeepSpeed, which saves its own 16-bit or fp32 weights)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     settings = dict(steps=steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                     scheduler=scheduler, weight_decay=weight_decay, save_steps=save_steps,
                     logging_steps=logging_steps, seed=seed, bf16=bf16, optim=optim, use_cpu=use_cpu,
                     l2_lambda=l2_lambda, gradient_checkpointing=gradient_checkpointing, deepspeed=deepspeed,
-                    packing=packing)
+                    packing=packing, save_dtype=save_dtype)
     if deepspeed is not None or num_processes > 1:
         from forgetting.train.distributed import consolidate, launch
 
@@ -116,7 +120,7 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         batch_size: int, grad_accum: int, warmup_ratio: float, scheduler: str, weight_decay: float,
         save_steps: int, logging_steps: int, seed: int, bf16: bool, optim: str, use_cpu: bool, l2_lambda: float,
         gradient_checkpointing: bool, deepspeed: dict | None, packing: bool = False,
-        configured_state: bool = False, report_to: str = "none") -> dict:
+        configured_state: bool = False, report_to: str = "none", save_dtype: str | None = None) -> dict:
     """The training itself, in this process (one of the workers when distributed); see :func:`train`. Only the
     main process writes: the model, ``train_log.jsonl`` and ``train_summary.json`` into ``out_dir``."""
     args = TrainingArguments(
@@ -159,11 +163,17 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         # stage3_gather_16bit_weights_on_model_save is off (a peft model: its adapter); distributed.consolidate
         # turns either into the plain checkpoint
         trainer.save_model(str(out_dir))
-    elif hasattr(model, "merge_and_unload"):
-        if args.should_save:
-            model.merge_and_unload().save_pretrained(str(out_dir))
     else:
-        trainer.save_model(str(out_dir))
+        # training is over: the weights are rounded to save_dtype once, here (LoRA after the merge, which adds the
+        # fp32 adapters' product to the base weights)
+        final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        if save_dtype is not None:
+            final.to(DTYPES[save_dtype])
+        if final is not model:
+            if args.should_save:
+                final.save_pretrained(str(out_dir))
+        else:
+            trainer.save_model(str(out_dir))
     summary = {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss}
     if args.should_save:
         with open(Path(out_dir) / "train_log.jsonl", "w") as f:
