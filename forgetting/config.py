@@ -370,6 +370,13 @@ class EvalConfig:
     # > 0: KL(base ‖ model) per token on this many held-out context-free samples of the base model (the quantity
     # CFS's extra loss term approximates, paper 000 §2) → pre/base_samples/kl; the same samples for every run
     base_samples: int = 0
+    # Applied to every entry of ``generative`` when the config is validated (so every consumer, and the evaluation
+    # key, sees the result in the entries): caps on problems per benchmark and new tokens per answer (debug=dry),
+    # and a directory holding each benchmark as a local file, <name>.jsonl / .json / .parquet in the hub
+    # dataset's schema, in place of each entry's path. null: the entries as written.
+    generative_limit: Optional[int] = None
+    generative_max_new_tokens: Optional[int] = None
+    benchmark_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
@@ -381,6 +388,28 @@ class EvalConfig:
         _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
         _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
         _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
+        for key in ("generative_limit", "generative_max_new_tokens"):
+            cap = getattr(self, key)
+            _check(cap is None or cap > 0, f"eval.{key}", cap, "a positive integer or null")
+        _check(self.benchmark_dir is None or bool(self.generative), "eval.benchmark_dir", self.benchmark_dir,
+               "null: this eval suite has no generative benchmarks")
+        for b in self.generative:
+            if self.generative_limit is not None:
+                b.limit = min(b.limit or self.generative_limit, self.generative_limit)
+            if self.generative_max_new_tokens is not None:
+                b.max_new_tokens = min(b.max_new_tokens, self.generative_max_new_tokens)
+            if self.benchmark_dir is not None:
+                b.path = _benchmark_file(self.benchmark_dir, b.name)
+
+
+def _benchmark_file(directory: str, name: str) -> str:
+    import os
+
+    candidates = [os.path.join(os.path.expanduser(directory), name + ext) for ext in (".jsonl", ".json", ".parquet")]
+    found = [c for c in candidates if os.path.isfile(c)]
+    _check(bool(found), "eval.benchmark_dir", directory,
+           f"a directory holding {name}.jsonl, {name}.json or {name}.parquet (benchmark {name!r})")
+    return found[0]
 
 
 @dataclass

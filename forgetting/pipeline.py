@@ -156,6 +156,15 @@ def trainer_spec(t) -> dict:
     return {k: v for k, v in asdict(t).items() if k not in _TRAINER_DEFAULTS or v != _TRAINER_DEFAULTS[k]}
 
 
+# eval knobs that validation applies to the generative entries (EvalConfig.__post_init__): the key sees their
+# effect there, and evaluations stored before they existed keep their keys
+_EVAL_APPLIED = ("generative_limit", "generative_max_new_tokens", "benchmark_dir")
+
+
+def eval_spec(e) -> dict:
+    return {k: v for k, v in asdict(e).items() if k not in _EVAL_APPLIED}
+
+
 def generator_knobs(augment: Augment) -> tuple[str, ...]:
     """The generator settings an augmentation source reads (so other settings neither retrain nor relabel)."""
     sampling = ("backend", "top_p", "max_new_tokens", "batch_size", "chunk", "seed")
@@ -229,7 +238,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
-    spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
+    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template}
     if e.corpora:
         from forgetting.data.offline import corpus, python_version
 

@@ -46,6 +46,8 @@ def test_every_config_composes(group, name):
     ("generator.top_p=1.5", "generator.top_p=1.5"),
     ("trainer.lr=0", "trainer.lr=0"),
     ("method.alpha=2", "method.alpha=2"),
+    ("eval.generative_limit=0", "eval.generative_limit=0"),
+    ("eval.generative_max_new_tokens=-1", "eval.generative_max_new_tokens=-1"),
 ])
 def test_invalid_values_fail_with_named_value(override, needle):
     with pytest.raises(ConfigError) as err:
@@ -86,3 +88,28 @@ def test_help_and_cfg_job_work():
 def test_missing_local_paths_fail_before_any_stage(overrides, key):
     with pytest.raises(ConfigError, match=f"{key}=.* expected an existing local path"):
         compose(*overrides)
+
+
+BENCHMARKS = ROOT / "tests" / "fixtures" / "benchmarks"
+
+
+def test_generative_caps_and_benchmark_dir_apply_to_every_benchmark():
+    from forgetting.pipeline import eval_spec
+
+    paper = compose("eval=r1_suite").eval.generative
+    assert {b.max_new_tokens for b in paper} == {32768, 2048} and {b.limit for b in paper} == {None}
+    dry = compose("eval=r1_suite", "debug=dry", f"eval.benchmark_dir={BENCHMARKS}").eval
+    assert [b.name for b in dry.generative] == [b.name for b in paper]
+    for b, p in zip(dry.generative, paper):
+        assert (b.limit, b.max_new_tokens, b.n_samples) == (2, 16, p.n_samples)  # AIME24 keeps 4 samples
+        assert b.path == str(BENCHMARKS / f"{b.name}.jsonl") and (b.kind, b.subset) == (p.kind, p.subset)
+    # the knobs act through the entries, which the evaluation key holds; unset, keys stay as they were
+    assert not {"generative_limit", "generative_max_new_tokens", "benchmark_dir"} & set(eval_spec(dry))
+    assert eval_spec(dry)["generative"] != eval_spec(compose("eval=r1_suite").eval)["generative"]
+
+
+def test_benchmark_dir_without_a_benchmark_file_names_it(tmp_path):
+    (tmp_path / "aime24.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"eval.benchmark_dir='.*' is invalid: expected a directory holding "
+                                          r"math500.jsonl, math500.json or math500.parquet"):
+        compose("eval=reasoning", f"eval.benchmark_dir={tmp_path}")

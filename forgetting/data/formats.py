@@ -4,12 +4,11 @@
 
 A builder maps one row of a dataset's own schema to ``{"query", "response"}``; the encoder then applies the
 prompt format (``dataset.format``): ``plain`` fills ``dataset.prompt_template`` (MetaMathQA, paper Appendix B),
-``chat`` wraps the query in the tokenizer's chat template as the user turn, with no system prompt (MedReason,
-paper Appendix B).
+``chat`` wraps the query in the tokenizer's chat template as the user turn, with no system turn even where the
+template would inject a default one (``chat_prompt_text``; MedReason, paper Appendix B).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Callable
 
 from forgetting.config import DatasetConfig
@@ -96,29 +95,107 @@ def load_rows(cfg: DatasetConfig) -> list[dict]:
                          f"it has {columns}") from None
 
 
-def _as_ids(out) -> list[int]:
-    """``apply_chat_template(tokenize=True)`` gives a list, or a BatchEncoding/dict in transformers 5."""
-    if isinstance(out, Mapping) or hasattr(out, "input_ids"):
-        out = out["input_ids"]
-    if hasattr(out, "tolist"):
-        out = out.tolist()
-    if out and isinstance(out[0], list):  # a batch of one
-        out = out[0]
-    return [int(i) for i in out]
+# Stand-ins for message texts while the chat template's layout is probed: plain words, so that no template
+# filter (trim, split on "</think>", ...) changes them.
+_USER, _ASSISTANT, _USER2, _SYSTEM = ({"role": role, "content": text} for role, text in (
+    ("user", "probeuserturnone"), ("assistant", "probeassistantturn"), ("user", "probeuserturntwo"),
+    ("system", "probesystemturn")))
+_BOS_PROBE = "probebostoken"
+_LAYOUTS: dict[tuple, tuple[str, str]] = {}
+
+
+def _template_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+
+def _system_turn(tokenizer) -> tuple[str, str]:
+    """``(head, keep)``: what the chat template writes before a lone user turn's opener, and what of it to keep.
+
+    "No system prompt" (paper Appendix B) is enforced, not assumed: some templates write a default system turn
+    when the conversation has none (SmolLM2's "You are a helpful AI assistant named SmolLM…", Qwen2.5's). It is
+    found from the template's own renders of short conversations with probe texts:
+    - the user turn's *opener* is what a second user turn starts with: in a render of user/assistant/user, the
+      text between the assistant's text and the second user's, minus what closes an assistant turn (the text
+      after the assistant's in a render of user/assistant);
+    - ``head`` is everything before the user's text in a render of the user turn alone, minus the opener;
+    - ``keep`` is the BOS if the template writes its ``bos_token`` variable first (rendered once with a probe
+      in its place), else nothing;
+    - what lies between ``keep`` and the opener is a system turn if a render with an explicit system message
+      has the same frame there with the message in place of the template's default text (SmolLM2:
+      ``<|im_start|>system\\n…<|im_end|>\\n``). Then it is dropped. A template that writes nothing there
+      (R1-Distill's: BOS, then ``<｜User｜>``) or whose preamble is no system turn is left exactly as it renders.
+    """
+    key = (tokenizer.chat_template, tuple(sorted(tokenizer.special_tokens_map.items())))
+    if key in _LAYOUTS:
+        return _LAYOUTS[key]
+
+    def render(messages, **kw) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kw)
+
+    def before(message, messages, **kw) -> str:
+        return render(messages, **kw).partition(message["content"])[0]
+
+    def after(message, messages) -> str:
+        return render(messages).partition(message["content"])[2]
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"chat template of tokenizer {_template_name(tokenizer)!r}: cannot tell its system turn "
+                          f"from its user turn ({why}): expected a template that renders user and assistant turns "
+                          "in order")
+
+    try:
+        closed = after(_ASSISTANT, [_USER, _ASSISTANT])
+        between = after(_ASSISTANT, [_USER, _ASSISTANT, _USER2]).partition(_USER2["content"])[0]
+        head = before(_USER, [_USER])
+        bos_first = before(_USER, [_USER], bos_token=_BOS_PROBE).startswith(_BOS_PROBE)
+    except Exception as e:  # a template that refuses the probe conversation (jinja raise_exception, ...)
+        raise fail(f"{type(e).__name__}: {e}") from None
+    keep = (tokenizer.bos_token or "") if bos_first else ""
+    opener = between[len(closed):] if between.startswith(closed) else ""
+    if not opener or not head.endswith(opener) or not head.startswith(keep):
+        raise fail(f"no user-turn opener found before a lone user turn; it renders as {head!r}")
+    head = head[: len(head) - len(opener)]
+    try:
+        with_system = before(_USER, [_SYSTEM, _USER])
+    except Exception:  # templates that refuse a system message write none of their own either
+        with_system = ""
+    # a system turn: the explicit message takes the place of the template's default text, inside the same frame
+    region = head[len(keep):]
+    left, found, right = with_system[len(keep): len(with_system) - len(opener)].partition(_SYSTEM["content"])
+    is_system = bool(region and found and with_system.startswith(keep) and with_system.endswith(opener)
+                     and region.startswith(left) and region.endswith(right) and len(left) + len(right) <= len(region))
+    _LAYOUTS[key] = head, keep if is_system else head
+    return _LAYOUTS[key]
+
+
+def chat_prompt_text(tokenizer, query: str) -> str:
+    """The chat template's user turn holding ``query`` and its generation prompt, with no system turn even where
+    the template would inject a default one (``_system_turn``)."""
+    head, keep = _system_turn(tokenizer)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
+                                         tokenize=False)
+    if not text.startswith(head):
+        raise ValueError(f"chat template of tokenizer {_template_name(tokenizer)!r} renders this query's turn "
+                         f"without its usual start {head!r}: expected the same system turn for every query")
+    return keep + text[len(head):]
+
+
+def encode_rendered(tokenizer, text: str) -> list[int]:
+    """Token ids of a rendered chat prompt (the template wrote its special tokens, so none are added), which must
+    start with the tokenizer's BOS exactly once; a tokenizer that declares no BOS gets what its template writes.
+    Later BOS ids are fine: where BOS is a turn marker (SmolLM2's ``<|im_start|>``), every turn starts with one."""
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] != bos or ids[1:2] == [bos]):
+        n = next((i for i, t in enumerate(ids) if t != bos), len(ids))
+        raise ValueError(f"chat template of tokenizer {_template_name(tokenizer)!r} starts the prompt with {n} BOS "
+                         f"tokens (id {bos}): expected exactly one, first")
+    return ids
 
 
 def chat_prompt_ids(tokenizer, query: str) -> list[int]:
-    """The user turn and the assistant header, no system prompt; exactly one BOS, at the start."""
-    messages = [{"role": "user", "content": query}]
-    ids = _as_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                return_dict=False))
-    bos = tokenizer.bos_token_id
-    n_bos = sum(i == bos for i in ids) if bos is not None else 0
-    if bos is None or n_bos != 1 or ids[0] != bos:
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise ValueError(f"chat template of tokenizer {name!r} gives {n_bos} BOS tokens (id {bos}) "
-                         f"{'not ' if ids and ids[0] != bos else ''}at the start: expected exactly one, first")
-    return ids
+    """The user turn and the assistant header, no system turn; exactly one BOS, at the start."""
+    return encode_rendered(tokenizer, chat_prompt_text(tokenizer, query))
 
 
 def encode_chat(tokenizer, query: str, response: str, max_len: int, weight: float = 1.0) -> dict:
@@ -127,10 +204,9 @@ def encode_chat(tokenizer, query: str, response: str, max_len: int, weight: floa
     Newer R1-Distill templates end the generation prompt with ``<think>\\n``; a response that also opens with
     ``<think>\\n`` (MedReason's builder) would then carry it twice, so the response's copy is dropped and the
     trained sequence is the same with either template version."""
-    p = chat_prompt_ids(tokenizer, query)
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
-                                             tokenize=False)
-    if rendered.endswith(THINK_OPEN) and response.startswith(THINK_OPEN):
+    prompt = chat_prompt_text(tokenizer, query)
+    p = encode_rendered(tokenizer, prompt)
+    if prompt.endswith(THINK_OPEN) and response.startswith(THINK_OPEN):
         response = response[len(THINK_OPEN):]
     r = list(tokenizer(response, add_special_tokens=False).input_ids)
     eos = tokenizer.eos_token_id

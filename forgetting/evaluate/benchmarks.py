@@ -10,8 +10,9 @@ Hub ids and local files (``.jsonl``/``.json``/``.parquet``/``.csv`` in the same 
 ``datasets.load_dataset`` call, so the fixtures in ``tests/fixtures/benchmarks/`` exercise the real code path.
 
 Prompts (paper Appendix C): the SkyThought instruction of the kind (MedReason's for the medical suite) in the
-user turn of the tokenizer's chat template, no system prompt, then ``<think>\\n`` appended unless the template
-already ends with it; or, for a model without a chat template (the toy model), ``prompt_template``.
+user turn of the tokenizer's chat template, no system turn (even where the template would inject a default one),
+then ``<think>\\n`` appended unless the template already ends with it; or, for a model without a chat template
+(the toy model), ``prompt_template``.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import zlib
 from typing import Any, Callable
 
 from forgetting.config import BenchmarkConfig
-from forgetting.data.formats import file_builder
+from forgetting.data.formats import chat_prompt_text, encode_rendered, file_builder
 from forgetting.evaluate.graders import GPQA_INSTRUCTION
 
 __all__ = ["INSTRUCTIONS", "LOADERS", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
@@ -67,13 +68,14 @@ LCB_RELEASES.update({f"v{n}": [f"test{'' if n == 1 else n}.jsonl"] for n in rang
 
 def _rows(cfg: BenchmarkConfig, field: str | None = None, data_files: list[str] | None = None) -> list[dict]:
     """Rows of a hub dataset (``path``, ``subset``, ``split``) or of a data file (its single ``train`` split;
-    ``field`` selects one list of a JSON object of lists)."""
+    ``field`` selects one list of a JSON object of lists, and is ignored for a JSON-lines file)."""
     from datasets import load_dataset
 
     if data_files is not None:
         ds = load_dataset("json", data_files=data_files, split="train")
     elif builder := file_builder(cfg.path):
-        kwargs = {"field": field} if field and builder == "json" else {}
+        # ``field`` picks one list out of a JSON document; a JSON-lines file is rows already (one per benchmark)
+        kwargs = {"field": field} if field and builder == "json" and ".jsonl" not in str(cfg.path).lower() else {}
         ds = load_dataset(builder, data_files=str(cfg.path), split="train", **kwargs)
     else:
         ds = load_dataset(str(cfg.path), cfg.subset, split=cfg.split)
@@ -242,10 +244,11 @@ def user_text(kind: str, question: str) -> str:
 def build_prompt(tokenizer, kind: str, question: str, prompt_template: str | None = None) -> tuple[str, list[int]]:
     """``(prompt_text, prompt_ids)`` for one problem.
 
-    Without ``prompt_template``: the user turn in the chat template with the generation prompt, then
-    ``<think>\\n`` unless the template already ends with it, encoded without adding special tokens (the
-    template writes the BOS itself); exactly one BOS, first, is checked. With ``prompt_template`` (a model
-    without a chat template): ``prompt_template.format(question=question)`` after one BOS; no instruction.
+    Without ``prompt_template``: the user turn in the chat template with the generation prompt and no system
+    turn (``chat_prompt_text``), then ``<think>\\n`` unless the template already ends with it, encoded without
+    adding special tokens (the template writes the BOS itself); exactly one leading BOS is checked. With
+    ``prompt_template`` (a model without a chat template): ``prompt_template.format(question=question)`` after
+    one BOS; no instruction.
     """
     bos = tokenizer.bos_token_id
     if prompt_template is not None:
@@ -255,14 +258,9 @@ def build_prompt(tokenizer, kind: str, question: str, prompt_template: str | Non
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ValueError(f"tokenizer {name!r} has no chat template: set the benchmark's prompt_template")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": user_text(kind, question)}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = chat_prompt_text(tokenizer, user_text(kind, question))
     if text.endswith(THINK.rstrip("\n")):
         text += "\n"
     elif not text.endswith(THINK):
         text += THINK
-    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
-    if bos is not None and (sum(i == bos for i in ids) != 1 or ids[0] != bos):
-        raise ValueError(f"chat template gives {sum(i == bos for i in ids)} BOS tokens (id {bos}), expected "
-                         "exactly one, first")
-    return text, ids
+    return text, encode_rendered(tokenizer, text)

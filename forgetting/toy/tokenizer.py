@@ -13,22 +13,24 @@ from transformers import PreTrainedTokenizerFast
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: list[str], vocab_size: int, bos: str = BOS, eos: str = EOS, pad: str = PAD,
+                    model_max_length: int = 1024) -> PreTrainedTokenizerFast:
+    """Also builds the tiny R1-Distill-shaped test checkpoint's tokenizer (other special tokens, pad = EOS)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS],
+        special_tokens=list(dict.fromkeys([pad, bos, eos])),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
+    bos_id = tok.token_to_id(bos)
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="right",
-        model_max_length=1024,
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, padding_side="right",
+        model_max_length=model_max_length,
     )

@@ -8,7 +8,7 @@ import pytest
 
 from forgetting.config import DatasetConfig
 from forgetting.data.encode import IGNORE, encode_pair
-from forgetting.data.formats import encode_chat, load_rows
+from forgetting.data.formats import chat_prompt_text, encode_chat, load_rows
 from forgetting.models import load_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -98,9 +98,59 @@ def test_chat_encoding_drops_a_think_tag_the_template_already_opened(micro_store
     assert tok.decode(ex["input_ids"][-n_resp:]) == "r\n</think>\n\nA" + tok.eos_token
 
 
-@pytest.mark.parametrize("template", ["<|User|>{{ messages[0]['content'] }}<|Assistant|>",
-                                      "{{ bos_token }}{{ bos_token }}<|User|>{{ messages[0]['content'] }}"])
+@pytest.mark.parametrize("template", [R1_LIKE.replace("{{ bos_token }}", ""),
+                                      "{{ bos_token }}" + R1_LIKE])
 def test_chat_template_without_exactly_one_leading_bos_is_refused(micro_store, template):
     tok = _tok(micro_store, template)
     with pytest.raises(ValueError, match=r"chat template of tokenizer .* BOS"):
+        encode_chat(tok, "q?", "a", max_len=64)
+
+
+# ------------------------------------------------------------------------ no system turn (paper Appendix B)
+
+SMOL_DEFAULT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def test_smollm2_template_injects_a_system_turn_that_chat_formatting_drops(smollm2_tokenizer):
+    tok, query, response = smollm2_tokenizer, "Which vitamin prevents scurvy?", "Vitamin C"
+    raw = tok.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True, tokenize=False)
+    assert SMOL_DEFAULT in raw  # what the template does when given no system message
+    prompt = f"<|im_start|>user\n{query}<|im_end|>\n<|im_start|>assistant\n"
+    assert raw.endswith(prompt)  # only the system turn goes: the user turn is the template's own
+    ex = encode_chat(tok, query, response, max_len=1024)
+    ids, labels = ex["input_ids"], ex["labels"]
+    n_prompt = len(tok(prompt, add_special_tokens=False).input_ids)
+    assert tok.decode(ids) == prompt + response + "<|im_end|>"
+    assert ids[0] == tok.bos_token_id == 1  # SmolLM2's BOS is <|im_start|>, which also opens every turn
+    assert labels[:n_prompt] == [IGNORE] * n_prompt and tok.decode(labels[n_prompt:]) == response + "<|im_end|>"
+
+
+def test_templates_that_inject_nothing_render_unchanged(tiny_r1, micro_store):
+    r1 = load_tokenizer(tiny_r1)
+    query = "Which vitamin prevents scurvy?"
+    rendered = r1.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
+                                      tokenize=False)
+    assert chat_prompt_text(r1, query) == rendered == "<｜begin▁of▁sentence｜><｜User｜>" + query + \
+        "<｜Assistant｜><think>\n"
+    # a preamble that is no system turn (a system message does not replace it) stays too
+    preamble = "{{ bos_token }}[notes]" + R1_LIKE.replace("{{ bos_token }}", "")
+    tok = _tok(micro_store, preamble)
+    assert chat_prompt_text(tok, query) == tok.bos_token + "[notes]<|User|>" + query + "<|Assistant|>"
+
+
+def test_a_default_system_turn_after_the_bos_is_dropped_and_the_bos_kept(micro_store):
+    # Llama-3-like: BOS from the variable, then a system turn with a default text unless one is given
+    template = ("{{ bos_token }}{% if messages[0]['role'] != 'system' %}[sys]Be terse.[/sys]{% endif %}"
+                "{% for m in messages %}{% if m['role'] == 'system' %}[sys]{{ m['content'] }}[/sys]"
+                "{% else %}[{{ m['role'] }}]{{ m['content'] }}[/end]{% endif %}{% endfor %}"
+                "{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok = _tok(micro_store, template)
+    assert chat_prompt_text(tok, "q?") == tok.bos_token + "[user]q?[/end][assistant]"
+    ids = encode_chat(tok, "q?", "a", max_len=64)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1 and "Be terse" not in tok.decode(ids)
+
+
+def test_a_template_whose_turns_cannot_be_told_apart_is_refused(micro_store):
+    tok = _tok(micro_store, "{{ bos_token }}<|User|>{{ messages[0]['content'] }}<|Assistant|>")
+    with pytest.raises(ValueError, match=r"cannot tell its system turn from its user turn"):
         encode_chat(tok, "q?", "a", max_len=64)

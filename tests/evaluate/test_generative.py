@@ -3,6 +3,7 @@ scripted backend, and the real micro toy model through HFBackend."""
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import math
 import os
@@ -15,7 +16,7 @@ from conftest import compose
 
 from forgetting.config import BenchmarkConfig
 from forgetting.data.jsonl import read_jsonl
-from forgetting.evaluate.benchmarks import THINK, build_prompt, decode_private_tests, load_problems
+from forgetting.evaluate.benchmarks import THINK, build_prompt, decode_private_tests, load_problems, user_text
 from forgetting.evaluate.generative import evaluate_generative
 from forgetting.models import load_tokenizer
 
@@ -108,6 +109,18 @@ def test_chat_prompt_has_one_bos_and_ends_with_think(tok):
     tok2.chat_template = R1_LIKE.replace("<|Assistant|>", "<|Assistant|><think>\n")
     text2, ids2 = build_prompt(tok2, "medical_mc", "Q?\nA. x\nB. y")
     assert text2.count("<think>") == 1 and text2.endswith(THINK) and ids2.count(tok.bos_token_id) == 1
+
+
+@pytest.mark.parametrize("bos", ["declared", "none"])
+def test_smollm2_prompt_has_no_system_turn(smollm2_tokenizer, bos):
+    tok = smollm2_tokenizer
+    if bos == "none":  # as Qwen2.5's tokenizer: the same ChatML turns and default system turn, no BOS declared
+        tok = copy.deepcopy(tok)
+        tok.bos_token = None
+    text, ids = build_prompt(tok, "medical_mc", "Q?\nA. x\nB. y")
+    assert text == ("<|im_start|>user\n" + user_text("medical_mc", "Q?\nA. x\nB. y") +
+                    "<|im_end|>\n<|im_start|>assistant\n" + THINK)
+    assert "system" not in text and ids == tok(text, add_special_tokens=False).input_ids
 
 
 def test_prompt_template_gets_one_bos_and_no_instruction(tok):
