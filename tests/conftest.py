@@ -64,3 +64,11 @@ def store_copy(micro_store, tmp_path) -> Path:
     shutil.copytree(micro_store, dst)
     (dst / "log.jsonl").unlink(missing_ok=True)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_olmo(tmp_path_factory) -> Path:
+    """A random-init OLMo checkpoint whose tokenizer, like OLMo-1B-hf's, declares no BOS (tests/fixtures/tiny_olmo.py)."""
+    from fixtures.tiny_olmo import build_tiny_olmo
+
+    return build_tiny_olmo(tmp_path_factory.mktemp("tiny-olmo"))
