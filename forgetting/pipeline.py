@@ -18,7 +18,7 @@ from pathlib import Path
 from forgetting.config import Adapter, Augment, Config, Merge, Optimizer, Regularizer
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.data.jsonl import read_jsonl
-from forgetting.models import bos_token_id, load_model, load_tokenizer
+from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
 from forgetting.store import Artifact, Store, atomic_write_text, key_of
 
 log = logging.getLogger("forgetting")
@@ -168,13 +168,17 @@ def trainable_model(c: Config, base: Artifact):
 
 
 def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:
+    """The post-hoc merge of the fine-tuned weights with the base's, read from the store, a local directory or
+    the local hub cache (only when the merge is not stored yet)."""
     from forgetting.merge.wise_ft import wise_ft
 
-    if base.stage == "hub":
-        raise NotImplementedError("method.merge=wise_ft needs the base weights as a local directory: set "
-                                  "model.path to a local snapshot")
     spec = {"base": base, "tuned": tuned, "merge": c.method.merge.value, "alpha": c.method.alpha}
-    return store.build("merge", spec, lambda out: wise_ft(base.path, tuned.path, out, c.method.alpha))
+
+    def make(out: Path) -> None:
+        base_dir = model_dir(c.model.path, c.model.revision) if base.stage == "hub" else base.path
+        wise_ft(base_dir, tuned.path, out, c.method.alpha)
+
+    return store.build("merge", spec, make)
 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None) -> dict:
