@@ -186,7 +186,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
-    spec = {"model": model_art, "eval": asdict(e), "world": world, "prompt": c.dataset.prompt_template}
+    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template}
     vllm = bool(e.generative) and c.generator.backend != "hf"
     if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
         spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
@@ -200,11 +200,11 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
         if e.tasks or e.downstream:
-            include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
-                if world is not None else None
-            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include,
+            include = [write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
+                if world is not None else []
+            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include + e.include_path,
                              num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
-                             hflm_args=e.hflm)
+                             hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
             if e.tasks:
                 metrics.update(summarize(raw, e.tasks, e.groups, e.metrics, "pre"))  # tasks, groups, the Avg.
             metrics.update(extract(raw, e.downstream, "down", e.metrics))
@@ -237,6 +237,29 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
     art = store.build("evaluate", spec, make)
     return json.loads((art.path / "metrics.json").read_text())
+
+
+# eval knobs added after evaluations were stored: at these values evaluation is what it was before they existed
+_EVAL_DEFAULTS = {"include_path": [], "gen_kwargs": {}}
+
+
+def eval_spec(e) -> dict:
+    """The evaluation settings, with each task directory of ``eval.include_path`` keyed by its contents too: an
+    edited task YAML or data file is a new evaluation, not a stale cache hit."""
+    spec = {k: v for k, v in asdict(e).items() if k not in _EVAL_DEFAULTS or v != _EVAL_DEFAULTS[k]}
+    if e.include_path:
+        spec["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())} for p in e.include_path]
+    return spec
+
+
+def tree_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 # ---- helpers shared by the stages --------------------------------------------------------------------------
