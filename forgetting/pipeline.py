@@ -64,7 +64,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
         return sources.context_free(store, base, c.generator, n, bos_id=bos,
                                     load=lambda: generation_model(c, base))
     prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
-    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
+    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world, **row_start(c)})
     return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
                               load=lambda: generation_model(c, base))
 
@@ -107,7 +107,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
             "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": asdict(c.replay) if m.augment == Augment.replay else None}
+            "replay": asdict(c.replay) if m.augment == Augment.replay else None, **row_start(c)}
 
     def make(out: Path) -> None:
         tokenizer = tokenizer_of(c, base)
@@ -128,6 +128,13 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               report_to=current().report_to, deepspeed=t.deepspeed, num_processes=t.num_processes)
 
     return store.build("train", spec, make)
+
+
+def row_start(c: Config) -> dict:
+    """Rows and prompts start as the tokenizer starts a text (``encode.start_ids``), no longer with a forced
+    BOS: the same tokens for the toy tokenizer, which adds its BOS itself, so only other models' keys change
+    (their stored samples, models and held-out losses were made from rows that began with a forced BOS)."""
+    return {} if c.model.source == "toy" else {"row_start": "tokenizer"}
 
 
 # trainer knobs added after models were stored: at these values training is what it was before they existed, so
@@ -186,7 +193,8 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
-    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template}
+    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template,
+            **row_start(c)}
     vllm = bool(e.generative) and c.generator.backend != "hf"
     if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
         spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
