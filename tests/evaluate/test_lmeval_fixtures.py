@@ -86,3 +86,34 @@ def test_include_path_task_overrides_the_builtin_of_the_same_name(monkeypatch):
     assert manager.task_index["mmlu"].yaml_path == TASKS_DIR / "_mmlu.yaml"
     assert manager.task_index["mmlu_astronomy"].yaml_path == builtin / "mmlu" / "default" / "mmlu_astronomy.yaml"
     assert manager.task_index["arc_challenge"].yaml_path == TASKS_DIR / "arc_challenge.yaml"
+
+
+def test_a_missing_include_path_fails_at_composition(tmp_path):
+    from conftest import compose
+
+    from forgetting.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^eval.include_path='/nonexistent/tasks' is invalid: expected an existing "
+                                          r"directory of lm-eval task YAMLs$"):
+        compose("eval.include_path=[/nonexistent/tasks]")
+    assert compose(f"eval.include_path=[{TASKS_DIR},{tmp_path}]").eval.include_path == [str(TASKS_DIR), str(tmp_path)]
+
+
+def test_the_task_files_are_part_of_the_evaluation_key(tmp_path):
+    """An edited task YAML or data file is a new evaluation; without include paths the spec is what it was."""
+    import shutil
+    from dataclasses import asdict
+
+    from conftest import compose
+
+    from forgetting.pipeline import eval_spec
+    from forgetting.store import key_of
+
+    tasks = shutil.copytree(TASKS_DIR, tmp_path / "tasks")
+    c = compose(f"eval.include_path=[{tasks}]", "eval=olmo_suite")
+    before = key_of("evaluate", eval_spec(c.eval))
+    with open(tasks / "data" / "piqa.jsonl", "a") as f:
+        f.write('{"goal": "To dry wet socks,", "sol1": "hang them up.", "sol2": "put them in soup.", "label": 0}\n')
+    assert key_of("evaluate", eval_spec(c.eval)) != before
+    plain = compose().eval
+    assert eval_spec(plain) == {k: v for k, v in asdict(plain).items() if k not in ("include_path", "gen_kwargs")}
