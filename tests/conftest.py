@@ -68,7 +68,7 @@ def store_copy(micro_store, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_olmo(tmp_path_factory) -> Path:
-    """A random-init OLMo checkpoint whose tokenizer, like OLMo-1B-hf's, declares no BOS (tests/fixtures/tiny_olmo.py)."""
+    """A random-init OLMo checkpoint whose tokenizer declares no BOS, as OLMo-1B-hf's (tests/fixtures/tiny_olmo.py)."""
     from fixtures.tiny_olmo import build_tiny_olmo
 
     return build_tiny_olmo(tmp_path_factory.mktemp("tiny-olmo"))
