@@ -360,7 +360,9 @@ class EvalConfig:
     limit: Optional[int] = None
     batch_size: int = 64
     heldout_loss: bool = True  # mean token loss on held-out pretraining-distribution text (paper 003)
-    max_gen_toks: int = 64
+    max_gen_toks: int = 64  # the toy downstream task's generation length
+    # HFLM's own arguments. add_bos_token unset or true: contexts start as tokenizer(text) starts them, which is how
+    # training rows start (forgetting/data/encode.py); false would drop a BOS the model was trained with
     hflm: dict[str, Any] = field(default_factory=lambda: {"add_bos_token": True})
     # held-out loss on real text available offline (forgetting/data/offline.py): stdlib_code, stdlib_prose →
     # pre/<name>/loss, over corpus_docs documents of at most corpus_max_len tokens
@@ -377,10 +379,20 @@ class EvalConfig:
     generative_limit: Optional[int] = None
     generative_max_new_tokens: Optional[int] = None
     benchmark_dir: Optional[str] = None
+    # directories of lm-eval task YAMLs, indexed with (and overriding same-named) built-in tasks: local copies
+    # of benchmarks, or your own tasks
+    include_path: list[str] = field(default_factory=list)
+    # simple_evaluate's gen_kwargs: generation settings applied to every generate_until task (e.g. max_gen_toks)
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        import os
+
         _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
+        for path in self.include_path:
+            _check(os.path.isdir(os.path.expanduser(path)), "eval.include_path", path,
+                   "an existing directory of lm-eval task YAMLs")
         from forgetting.data.offline import CORPORA
 
         for name in self.corpora:

