@@ -210,13 +210,17 @@ class Store:
             return self._hit(art)
         if (stage, key) in self._held:
             raise StoreError(f"build({stage!r}, ...) of key {key} inside its own make()")
-        (self.root / stage).mkdir(parents=True, exist_ok=True)
         lock, waited = self.lock(stage, key), None
-        if not lock.acquire(blocking=False):
-            log.info("store: waiting for %s/%s, being built by %s", stage, key, lock.holder())
-            started = time.time()
-            lock.acquire()
-            waited = round(time.time() - started, 3)
+        try:
+            (self.root / stage).mkdir(parents=True, exist_ok=True)
+            if not lock.acquire(blocking=False):
+                log.info("store: waiting for %s/%s, being built by %s", stage, key, lock.holder())
+                started = time.time()
+                lock.acquire()
+                waited = round(time.time() - started, 3)
+        except OSError:  # e.g. a full or read-only disk: still a lookup that found nothing
+            self._log(stage, key, hit=False)
+            raise
         self._held.add((stage, key))
         try:
             reason = damage(final, self.full) if final.exists() else None
@@ -233,7 +237,10 @@ class Store:
             try:
                 make(tmp)
                 self._write_manifest(tmp, stage, key, spec, time.time() - started)
-                os.replace(tmp, final)
+                if final.exists():  # landed meanwhile by a build the lock did not exclude (node-local NFS locks)
+                    shutil.rmtree(tmp)
+                else:
+                    os.replace(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -370,8 +377,8 @@ def list_artifacts(store: Store) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[5])
-    print(f"{len(arts)} artifacts, {_human(total)} in {store.root}; {len(store.leftovers())} keys with leftovers "
-          "of builds (see gc)")
+    print(f"{len(arts)} artifacts, {_human(total)} in {store.root}; leftovers of builds under "
+          f"{len(store.leftovers())} keys (see gc)")
     return 0
 
 
