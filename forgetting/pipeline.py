@@ -434,7 +434,9 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         raise
     result = {"label": label_of(c, overrides), "method": c.method.name, "seed": c.seed,
               "overrides": overrides, "metrics": metrics,
-              "artifacts": {"base": base.key, "model": model.key}, "seconds": round(time.time() - started, 1)}
+              "artifacts": {"base": base.key, "model": model.key,
+                            "used": store.used},  # every stored artifact this run read or built (store gc keeps them)
+              "seconds": round(time.time() - started, 1)}
     curves = tuned.path / "train_log.jsonl" if tuned is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
