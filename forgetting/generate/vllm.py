@@ -200,9 +200,11 @@ class VLLMBackend:
         ctx = mp.get_context("spawn")  # CUDA cannot be forked; the engines start clean
         self.procs, self.conns = [], []
         self._finalizer = weakref.finalize(self, _stop, self.procs, self.conns)  # also at interpreter exit
+        # one progress bar, unless tqdm is off: vLLM 0.32 then divides by the bar's elapsed time, 0 (ZeroDivisionError)
+        progress = not os.environ.get("TQDM_DISABLE")
         for rank, env in enumerate(device_envs(data_parallel_size, tensor_parallel_size)):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, env, llm_kwargs, self.eos_id, rank == 0),
+            proc = ctx.Process(target=_serve, args=(child, env, llm_kwargs, self.eos_id, progress and rank == 0),
                                name=f"vllm-engine-{rank}")
             proc.start()
             child.close()  # so that a dead worker reads as EOF here

