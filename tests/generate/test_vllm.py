@@ -475,8 +475,11 @@ def real(real_store):
     from forgetting.pipeline import generation_model, tokenizer_of
 
     c, store, world, base = _micro(real_store, *REAL)
-    g = c.generator
-    with sources.make_backend("vllm", *generation_model(c, base), gen=g) as engine:
+    # tqdm off, as the benchmarks run: vLLM 0.32's progress bar then divided by zero (the stage's engine keeps it on)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("TQDM_DISABLE", "1")
+        engine = sources.make_backend("vllm", *generation_model(c, base), gen=c.generator)
+    with engine:
         yield SimpleNamespace(c=c, store=store, world=world, base=base, tok=tokenizer_of(c, base), engine=engine)
 
 
