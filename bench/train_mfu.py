@@ -84,7 +84,7 @@ def main() -> None:
     split = {k: parts[k] for k in ("forward", "backward", "optimizer")}
     step = sum(split.values())
     opt_bytes = 4 * 4 * sum(p.numel() for p in make_model().parameters())  # weight, grad, 2 moments (fp32), read
-    width = statistics.median(run["computed"][s] // t.batch_size for s in timed)
+    width = round(statistics.median(run["computed"][s] // t.batch_size for s in timed))
     shaped = matmul_peak(torch.bfloat16 if t.bf16 else torch.float32, t.batch_size * width, cfg.hidden_size,
                          cfg.intermediate_size)
     print(f"the bare step, split ({t.batch_size} rows): " + ", ".join(
