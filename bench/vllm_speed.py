@@ -84,6 +84,7 @@ def main() -> None:
     seeds = iter(range(10**6))
     lengths: dict[str, list[int]] = {"vllm": [], "hf": []}
     worker_load = []
+    step_s: dict[str, list[float]] = {"vllm": [], "hf": []}  # a call's wall time / decoding steps (longest sample)
 
     def sample_vllm():
         cpu = sum(worker.cpu_times()[:2])
@@ -93,6 +94,7 @@ def main() -> None:
         used = sum(worker.cpu_times()[:2]) - cpu  # the engine computes in its worker process
         worker_load.append(used / wall)
         lengths["vllm"] += map(len, out)
+        step_s["vllm"].append(wall / max(map(len, out)))
         return sum(map(len, out)), (wall, own + used)
 
     def sample_hf():
@@ -100,13 +102,16 @@ def main() -> None:
         out = hf.sample([[bos]] * per_rep, seed=next(seeds), batch_size=HF_BATCH, **kw)
         dt = since(t)
         lengths["hf"] += map(len, out)
+        batches = [out[i:i + HF_BATCH] for i in range(0, len(out), HF_BATCH)]
+        step_s["hf"].append(dt[0] / sum(max(map(len, b)) for b in batches))  # each batch runs to its longest
         return sum(map(len, out)), dt
 
     r = interleaved(sample_vllm, sample_hf, REPS, ("vllm tok", "hf tok"))
     for side, ls in lengths.items():
         ended = sum(1 for x in ls if x < args.new_tokens)
         print(f"  {side}: samples of {min(ls)}-{max(ls)} tokens (mean {statistics.mean(ls):.0f}), {ended}/{len(ls)} "
-              f"ended by EOS")
+              f"ended by EOS; a decoding step took {1e3 * statistics.median(step_s[side]):.0f} ms (a call's time / "
+              f"its steps)")
     print(f"  the vLLM worker used {statistics.mean(worker_load):.2f} CPU-s per wall-s (this process: "
           f"torch {torch.get_num_threads()} thread(s))", flush=True)
 
@@ -114,7 +119,8 @@ def main() -> None:
     vllm.close()
     report("vllm_speed", f"vLLM-CPU tok/s / HFBackend tok/s (SmolLM2-135M, CFS, {args.new_tokens} tokens)",
            r["ratio"], "measured (no target)", True, ratio_cpu=round(r["ratio_cpu"], 3), vllm_tok_s=round(r["a"], 1),
-           hf_tok_s=round(r["b"], 1), **limits)
+           hf_tok_s=round(r["b"], 1), vllm_step_ms=round(1e3 * statistics.median(step_s["vllm"]), 1),
+           hf_step_ms=round(1e3 * statistics.median(step_s["hf"]), 1), **limits)
 
 
 def measure_limits(hf, vllm, model, bos: int, n_linear: int, weight_bytes: int) -> dict:
