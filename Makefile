@@ -41,7 +41,7 @@ run: $(STAMP)
 test: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
 	$(BIN)/python -m pytest tests
 
-# Seven performance benchmarks (~20 min on 2 cores), each a ratio measured side by side; see bench/__init__.py.
+# Seven performance benchmarks (~15 min on 2 cores), each a ratio measured side by side; see bench/__init__.py.
 bench: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
 	$(BIN)/python -m bench
 
