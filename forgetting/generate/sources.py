@@ -58,7 +58,8 @@ class _LazyBackend:
 
 
 # vLLM knobs that choose resources, not samples (VLLMBackend refuses a max_model_len that would cut a sample)
-_RESOURCES = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len")
+_RESOURCES = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
+              "kv_cache_memory_bytes", "enforce_eager")
 
 
 def _gen_spec(gen, temperature: float) -> dict:
@@ -109,7 +110,7 @@ def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[
 
 def make_backend(name: str, model, tokenizer, gen=None):
     """The sampler ``generator.backend=name`` names. ``hf``: ``model`` is the loaded model. ``vllm``: ``model`` is
-    a ``VLLMModel`` (where the weights are) and ``gen`` (the generator config) sets its GPUs."""
+    a ``VLLMModel`` (where the weights are) and ``gen`` (the generator config) sets its resources."""
     if name == "hf":
         from forgetting.generate.hf import HFBackend
 
@@ -123,6 +124,7 @@ def make_backend(name: str, model, tokenizer, gen=None):
                             f"{type(model).__name__}: expected pipeline.generation_model() to make it")
         knobs = {} if gen is None else dict(
             tensor_parallel_size=gen.tensor_parallel_size, data_parallel_size=gen.data_parallel_size,
-            gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len, seed=gen.seed)
+            gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
+            kv_cache_memory_bytes=gen.kv_cache_memory_bytes, enforce_eager=gen.enforce_eager, seed=gen.seed)
         return VLLMBackend(model, tokenizer, **knobs)
     raise ValueError(f"generator.backend={name!r} is not available here: expected 'hf' or 'vllm'")

