@@ -677,24 +677,41 @@ def _model_tokenizer(c: Config):
                           ) from None
 
 
-# the longest prompts (by characters) whose tokens are counted before any compute: counting every prompt of a large
-# dataset would take minutes (~9k prompts/s on one core); training warns about any other row that does not fit
-LONGEST_PROMPTS = 256
+# the prompts (the shortest and the longest, by characters) whose tokens are counted before any compute: counting
+# every prompt of a large dataset would take minutes (~9k prompts/s on one core)
+PROMPTS_COUNTED = 256
 
 
 def _check_tokens(c: Config, tokenizer, rows: dict[str, list]) -> None:
+    """``model.bos_token``; and ``trainer.max_seq_len`` against the prompts: refused when even the shortest prompts
+    leave no room for an answer token (no row could be learnt or scored), a warning when some of the longest do
+    not (those rows add nothing; training counts them exactly, ``forgetting.pipeline.check_answers_fit``)."""
+    import logging
+
     from forgetting.models import bos_token_id
     from forgetting.pipeline import prompt_ids
 
-    m = c.model
+    m, max_len = c.model, c.trainer.max_seq_len
     if m.bos_token is not None or m.bos_token_id is not None or c.needs_bos():
         bos_token_id(tokenizer, m.bos_token_id, m.bos_token)
     for key, data in rows.items():
-        longest = sorted(data, key=lambda wr: -len(wr[1]["query"]))[:LONGEST_PROMPTS]
-        lengths = [(len(prompt_ids(tokenizer, c, row["query"])), where) for where, row in longest]
-        n, where = max(lengths, default=(0, None))
-        _check(n < c.trainer.max_seq_len, "trainer.max_seq_len", c.trainer.max_seq_len,
-               f"more than the {n} tokens of the longest prompt ({key} {where}), so that an answer token fits")
+        by_chars = sorted(data, key=lambda wr: len(wr[1]["query"]))
+
+        def tokens(part):
+            return sorted((len(prompt_ids(tokenizer, c, row["query"])), where) for where, row in part)
+
+        shortest = tokens(by_chars[:PROMPTS_COUNTED])
+        if shortest:
+            n, where = shortest[0]
+            _check(n < max_len, "trainer.max_seq_len", max_len, f"more than the {n} tokens of the shortest prompt "
+                   f"({key} {where}), so that rows have room for an answer token")
+        longest = tokens(by_chars[-PROMPTS_COUNTED:])
+        full = [(n, where) for n, where in longest if n >= max_len]
+        if full:
+            logging.getLogger("forgetting").warning(
+                "trainer.max_seq_len=%d leaves no room for an answer token after %d of the %d longest prompts of %s "
+                "(the longest: %d tokens, %s): those rows add nothing", max_len, len(full), len(longest), key,
+                *full[-1])
 
 
 def check_installed(c: Config) -> None:

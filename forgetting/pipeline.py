@@ -141,19 +141,20 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     return store.build("train", spec, make)
 
 
-def check_answers_fit(c: Config, rows: list[dict]) -> None:
-    """Rows whose prompt fills ``trainer.max_seq_len`` have no answer token to learn: refused when that is every row,
-    a warning otherwise (``launch.py`` checks the longest prompts before any stage, where the tokenizer loads)."""
+def check_answers_fit(c: Config, rows: list[dict], what: str = "downstream rows") -> None:
+    """Encoded rows whose prompt fills ``trainer.max_seq_len`` have no answer token to learn or score: refused when
+    that is every row, a warning otherwise (``launch.py`` checks the shortest and longest prompts before any stage,
+    where the tokenizer loads)."""
     from forgetting.config import ConfigError
     from forgetting.data.encode import IGNORE
 
     empty = sum(all(label == IGNORE for label in r["labels"]) for r in rows)
     if empty == len(rows):
         raise ConfigError(f"trainer.max_seq_len={c.trainer.max_seq_len} is invalid: expected room for an answer "
-                          f"token after the prompt: none of the {len(rows)} downstream rows has one")
+                          f"token after the prompt: none of the {len(rows)} {what} has one")
     if empty:
-        log.warning("train: %d of %d downstream rows have no answer token within trainer.max_seq_len=%d (their "
-                    "prompts fill it): they add nothing to training", empty, len(rows), c.trainer.max_seq_len)
+        log.warning("%d of %d %s have no answer token within trainer.max_seq_len=%d (their prompts fill it): they "
+                    "add nothing", empty, len(rows), what, c.trainer.max_seq_len)
 
 
 # dataset knobs that only the evaluation reads (the test split): they never change what is trained or generated
@@ -304,11 +305,12 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
         if test:
             from forgetting.evaluate.downstream import score_test_split
 
+            examples = [encode_example(tokenizer, c, r["query"], r["response"]) for r in test]
+            check_answers_fit(c, examples, "test rows")
             metrics.update(score_test_split(
-                model, tokenizer, test, [prompt_ids(tokenizer, c, r["query"]) for r in test],
-                [encode_example(tokenizer, c, r["query"], r["response"]) for r in test], name=c.dataset.name,
-                answer_pattern=c.dataset.answer_pattern, max_new_tokens=e.max_gen_toks, batch_size=e.batch_size,
-                out_dir=out))
+                model, tokenizer, test, [prompt_ids(tokenizer, c, r["query"]) for r in test], examples,
+                name=c.dataset.name, answer_pattern=c.dataset.answer_pattern, max_new_tokens=e.max_gen_toks,
+                batch_size=e.batch_size, out_dir=out))
         if e.heldout_loss and world is not None:
             texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
             metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
