@@ -9,7 +9,6 @@ Unknown keys fail at composition (Hydra structured configs); value checks live i
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional

@@ -112,9 +112,9 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["lora_init"] = "seeded"  # adapters initialised from the run's seed: earlier LoRA models differ
     if m.regularizer == Regularizer.l2:
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
-    spec = {"base": base, "dataset": dataset_spec(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
-            "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
+    spec = {"base": base, "dataset": dataset_spec(c.dataset), "method": knobs, "trainer": trainer_spec(t),
+            "seed": c.seed, "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)},
+            "steps": steps, "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
     if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
         spec["master_weights"] = train_dtype(c)
 
@@ -277,7 +277,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     vllm = bool(e.generative) and c.generator.backend != "hf"
     if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
         spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
-    test = test_rows(c)
+    test = test_split_rows(c)
     if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
         d = c.dataset
         spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
@@ -352,7 +352,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     return json.loads((art.path / "metrics.json").read_text())
 
 
-def test_rows(c: Config) -> list[dict]:
+def test_split_rows(c: Config) -> list[dict]:
     """The downstream test split (``dataset.test_path`` / ``test_split``), at most ``eval.limit`` rows; [] if none."""
     d = c.dataset
     if d.test_path is None and d.test_split is None:

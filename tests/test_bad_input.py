@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-GOOD = [{"query": f"What is the colour of item {i}?", "response": f"It is red. The answer is: red"} for i in range(8)]
+GOOD = [{"query": f"What is the colour of item {i}?", "response": "It is red. The answer is: red"} for i in range(8)]
 
 # (id, overrides, extra environment, what the error line must name); {d}: the data dir, {olmo}: a tiny OLMo
 # checkpoint (its tokenizer declares no BOS), {tmp}: the case's own directory

@@ -39,7 +39,8 @@ def test_own_train_and_test_files_are_scored_for_base_ft_and_cfs(store_copy, tmp
     train = _write(tmp_path / "train.jsonl", [{"question": f"{ask} {thing}?", "answer": f"The answer is: {colour}"}
                                               for thing, colour in COLOURS.items() for ask in ASKS] * 2)
     test = _write(tmp_path / "test.jsonl", [{"question": f"What is the colour of the {thing}?",
-                                             "answer": f"The answer is: {colour}"} for thing, colour in COLOURS.items()])
+                                             "answer": f"The answer is: {colour}"}
+                                            for thing, colour in COLOURS.items()])
     data = ["dataset=jsonl", "dataset.name=colours", f"dataset.path={train}", f"dataset.test_path={test}",
             "dataset.query_field=question", "dataset.response_field=answer", "eval.downstream=[]"]
     _launch(store_copy, tmp_path / "sweep", "method=base,ft,cfs", *data, multirun=True)
@@ -88,9 +89,9 @@ metadata:
 def test_own_lm_eval_task_from_include_path_is_a_pre_existing_ability(store_copy, tmp_path):
     tasks = tmp_path / "tasks"
     tasks.mkdir()
-    data = _write(tasks / "my_mc.jsonl", [{"question": f"The {thing} is", "choices": list(dict.fromkeys(COLOURS.values())),
-                                           "label": list(dict.fromkeys(COLOURS.values())).index(colour)}
-                                          for thing, colour in COLOURS.items()])
+    choices = list(dict.fromkeys(COLOURS.values()))
+    data = _write(tasks / "my_mc.jsonl", [{"question": f"The {thing} is", "choices": choices,
+                                           "label": choices.index(colour)} for thing, colour in COLOURS.items()])
     (tasks / "my_mc.yaml").write_text(MC_TASK.format(data=data))
     _launch(store_copy, tmp_path / "run", "method=base", "eval.tasks=[toy_facts,my_mc]", f"eval.include_path=[{tasks}]")
     m = _results(tmp_path / "run")["metrics"]

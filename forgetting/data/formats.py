@@ -72,7 +72,7 @@ def load_rows(cfg: DatasetConfig, test: bool = False) -> list[dict]:
     if test:
         key, path, split = ("dataset.test_path", cfg.test_path, "train") if cfg.test_path else \
             ("dataset.test_split", cfg.path, cfg.test_split)
-    build = row_builder(cfg)
+    row_builder(cfg)  # an unknown dataset.builder fails before the data is loaded
     if cfg.source == "jsonl" and not file_builder(path):
         raise ConfigError(f"{key}={path!r} is invalid: expected a .json/.jsonl/.parquet/.csv file")
     ds = load_source(path, cfg.subset, split)
