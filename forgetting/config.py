@@ -8,6 +8,7 @@ Unknown keys fail at composition (Hydra structured configs); value checks live i
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -179,13 +180,51 @@ class DatasetConfig:
     query_field: str = "query"
     response_field: str = "response"
     builder: Optional[str] = None
+    # The downstream test split, scored by greedy generation + exact match of the extracted answer and by the loss
+    # on its answer tokens (down/<name>/exact_match, down/<name>/loss; forgetting/evaluate/downstream.py): a data
+    # file in the schema of the training rows, or a split of the hub dataset in ``path``. Neither: not scored.
+    test_path: Optional[str] = None
+    test_split: Optional[str] = None
+    # the answer in a reference response and in a generation: the first match's first group, compared after
+    # trimming (numbers by value); default: MetaMathQA's last line (paper Appendix B)
+    answer_pattern: str = "The answer is: (.+)"
 
     def __post_init__(self) -> None:
+        import re
+
         _check(self.source in ("toy", "hf", "jsonl"), "dataset.source", self.source, "'toy', 'hf' or 'jsonl'")
         _check(self.source == "toy" or bool(self.path), "dataset.path", self.path, "a hub id or a local file")
         _check_local("dataset.path", self.path)
+        if self.source == "jsonl":
+            _check_data_file("dataset.path", self.path)
         _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
+        for key in ("test_path", "test_split"):
+            _check(self.source != "toy" or getattr(self, key) is None, f"dataset.{key}", getattr(self, key),
+                   "null with dataset.source=toy (the toy world's test split is the lm-eval task toy_arith)")
+        if self.test_path is not None:
+            _check(self.test_split is None, "dataset.test_split", self.test_split, "null when dataset.test_path is set")
+            _check_local("dataset.test_path", self.test_path)
+            _check_data_file("dataset.test_path", self.test_path)
+        if self.test_split is not None:
+            from forgetting.data.files import file_builder
+
+            _check(self.source == "hf" and not file_builder(self.path), "dataset.test_split", self.test_split,
+                   "null unless dataset.path is a hub dataset (a file's test rows go in dataset.test_path)")
+        try:
+            re.compile(self.answer_pattern)
+        except re.error as err:
+            raise ConfigError(f"dataset.answer_pattern={self.answer_pattern!r} is invalid: expected a Python "
+                              f"regular expression ({err})") from None
+
+
+def _check_data_file(key: str, path: str) -> None:
+    """A data file ``datasets`` can read: a known extension and, unless it is a URL, an existing local file."""
+    from forgetting.data.files import file_builder, is_local, local_files
+
+    _check(bool(file_builder(path)), key, path, "a .jsonl, .json, .parquet or .csv file (or .gz / .zst of one)")
+    _check(not is_local(path) or all(os.path.isfile(f) for f in local_files(path)) and bool(local_files(path)), key,
+           path, "an existing local file (or a URL)")
 
 
 @dataclass
@@ -474,6 +513,16 @@ class Config:
         if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
             self.generator.max_new_tokens = self.trainer.max_seq_len - 1
 
+    def needs_world(self) -> bool:
+        """Whether the run builds the toy world: for its model, its data, or its lm-eval tasks."""
+        return "toy" in (self.model.source, self.dataset.source) or any(
+            t.startswith("toy_") for t in self.eval.tasks + self.eval.downstream)
+
+    def needs_bos(self) -> bool:
+        """Whether the run samples from the BOS token alone: CFS rows, or held-out base samples."""
+        m = self.method
+        return (m.train and m.augment == Augment.context_free and m.ratio > 0) or self.eval.base_samples > 0
+
 
 def register() -> None:
     cs = ConfigStore.instance()
@@ -482,7 +531,190 @@ def register() -> None:
 
 def validate(cfg: DictConfig) -> Config:
     """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:  # a mandatory value left at ???, a value of the wrong type
+        raise ConfigError(compose_error(err, [])) from None
+
+
+def compose_error(err: BaseException, overrides: list[str]) -> str:
+    """One line for an error Hydra or OmegaConf raised while composing the config from the command line's
+    ``overrides`` (their own reports take several lines): the override it concerns and what was expected."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    def first_line(e: BaseException) -> str:
+        text = str(e).strip()
+        return text.splitlines()[0] if text else type(e).__name__
+
+    def override(key: str, value: str = "???") -> str:
+        given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
+        return given[-1] if given else f"{key}={value}"
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options is not None:
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        return f"{override(group, name)} is invalid: expected one of {', '.join(err.options)} (conf/{group}/)"
+    if isinstance(err, OverrideParseException):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser, bad = OverridesParser.create(), None
+        for o in overrides:
+            try:
+                parser.parse_override(o)
+            except Exception:
+                bad = o
+                break
+        return (f"{bad or ' '.join(overrides)} is invalid: expected key=value in Hydra's override syntax, a value "
+                f"with special characters in quotes (key='<|x|>'): {first_line(err)}")
+    cause = err.__cause__ if getattr(err.__cause__, "full_key", None) else err
+    key = getattr(cause, "full_key", None)
+    if key:
+        message = first_line(cause)
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+            expected = f"a key of the config, as `python launch.py --cfg job` lists them ({message})"
+        elif "expected " in message:  # an enum's "Invalid value 'x', expected one of [...]"
+            expected = message.split("expected ", 1)[1]
+        else:
+            expected = f"a value of the key's type ({message})"
+        return f"{override(key)} is invalid: expected {expected}"
+    return f"{first_line(err)} (HYDRA_FULL_ERROR=1 prints the traceback)"
+
+
+def check_inputs(c: Config) -> None:
+    """What the run will read, checked before any stage starts (``launch.py`` calls this after :func:`validate`),
+    writing nothing and loading no model: a writable store, data files that parse with every row usable
+    (``forgetting.data.files``), lm-eval tasks that exist, a hub model that can be loaded, and, where its tokenizer
+    loads without building anything (a local or cached model, or a toy world already in the store),
+    ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
+    _check_store(c.store_dir)
+    rows = _check_data(c.dataset)
+    _check_tasks(c)
+    tokenizer = _model_tokenizer(c)
+    if tokenizer is not None:
+        _check_tokens(c, tokenizer, rows)
+
+
+def _check_store(store_dir: str) -> None:
+    """The store (created by the first stage, so not here) can be created or written; FORGETTING_STORE_VERIFY."""
+    from pathlib import Path
+
+    from forgetting.store import StoreError, verify_mode
+
+    try:
+        verify_mode()
+    except StoreError as err:
+        raise ConfigError(str(err)) from None
+    path = Path(store_dir).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    why = (f"{existing} is a file" if not existing.is_dir() else
+           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    _check(why is None, "store_dir", store_dir, f"a writable directory, or a path where one can be made ({why})")
+
+
+def _check_data(d: DatasetConfig) -> dict[str, list]:
+    """``{key: [(where, row)]}`` of the local data files the run reads, every row checked (a bad row refuses its
+    file); a hub dataset is checked when it is loaded."""
+    import re
+
+    from forgetting.data.files import check_file, file_builder
+
+    rows = {}
+    if d.source != "toy" and file_builder(d.path):
+        rows["dataset.path"] = check_file("dataset.path", d.path, d)[: d.limit]
+    if d.test_path is not None:
+        rows["dataset.test_path"] = check_file("dataset.test_path", d.test_path, d, re.compile(d.answer_pattern))
+    return rows
+
+
+def _check_tasks(c: Config) -> None:
+    from forgetting.evaluate.lmeval import TOY_TASKS, unknown_tasks
+
+    e = c.eval
+    unknown = unknown_tasks(e.tasks + e.downstream, e.include_path, toy=c.needs_world())
+    for key, names in (("eval.tasks", e.tasks), ("eval.downstream", e.downstream)):
+        bad = [n for n in names if n in unknown]
+        _check(not bad, key, bad[0] if bad else None, "the name of an lm-eval task or group: built in, in a directory "
+               f"of eval.include_path, or one of the toy world's ({', '.join(TOY_TASKS)})")
+    for group, members in e.groups.items():
+        for t in members:
+            _check(t in e.tasks, f"eval.groups.{group}", t, "a task of eval.tasks")
+    for t in e.fewshot:
+        _check(t in e.tasks + e.downstream, "eval.fewshot", t, "a task of eval.tasks or eval.downstream")
+
+
+def _model_tokenizer(c: Config):
+    """The model's tokenizer, if it loads without building anything; a hub id that cannot load offline is refused."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    m = c.model
+    if m.source == "hf":
+        path, revision = m.path, m.revision
+        if not Path(m.path).expanduser().is_dir():  # a hub id
+            from huggingface_hub import constants, try_to_load_from_cache
+
+            try:
+                cached = try_to_load_from_cache(m.path, "config.json", revision=m.revision)
+            except ValueError:  # not even a valid repo id
+                cached = None
+            _check(isinstance(cached, str) or not constants.HF_HUB_OFFLINE, "model.path", m.path,
+                   "a local directory: set model.path to a local snapshot of the model (HF_HUB_OFFLINE=1 is set and "
+                   "the local hub cache has no snapshot of this hub id)")
+    elif m.source == "toy":
+        from forgetting.store import key_of
+
+        path, revision = Path(c.store_dir).expanduser() / "world" / key_of("world", asdict(c.world)) / "tokenizer", None
+        if not path.is_dir():  # the world is not built yet: checked when it is (forgetting/pipeline.py)
+            return None
+    else:
+        return None
+    from forgetting.models import load_tokenizer
+
+    try:
+        return load_tokenizer(path, m.trust_remote_code, revision)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.path={m.path!r} is invalid: expected a model whose tokenizer loads "
+                          f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+                          ) from None
+
+
+# the prompts (the shortest and the longest, by characters) whose tokens are counted before any compute: counting
+# every prompt of a large dataset would take minutes (~9k prompts/s on one core)
+PROMPTS_COUNTED = 256
+
+
+def _check_tokens(c: Config, tokenizer, rows: dict[str, list]) -> None:
+    """``model.bos_token``; and ``trainer.max_seq_len`` against the prompts: refused when even the shortest prompts
+    leave no room for an answer token (no row could be learnt or scored), a warning when some of the longest do
+    not (those rows add nothing; training counts them exactly, ``forgetting.pipeline.check_answers_fit``)."""
+    import logging
+
+    from forgetting.models import bos_token_id
+    from forgetting.pipeline import prompt_ids
+
+    m, max_len = c.model, c.trainer.max_seq_len
+    if m.bos_token is not None or m.bos_token_id is not None or c.needs_bos():
+        bos_token_id(tokenizer, m.bos_token_id, m.bos_token)
+    for key, data in rows.items():
+        by_chars = sorted(data, key=lambda wr: len(wr[1]["query"]))
+
+        def tokens(part):
+            return sorted((len(prompt_ids(tokenizer, c, row["query"])), where) for where, row in part)
+
+        shortest = tokens(by_chars[:PROMPTS_COUNTED])
+        if shortest:
+            n, where = shortest[0]
+            _check(n < max_len, "trainer.max_seq_len", max_len, f"more than the {n} tokens of the shortest prompt "
+                   f"({key} {where}), so that rows have room for an answer token")
+        longest = tokens(by_chars[-PROMPTS_COUNTED:])
+        full = [(n, where) for n, where in longest if n >= max_len]
+        if full:
+            logging.getLogger("forgetting").warning(
+                "trainer.max_seq_len=%d leaves no room for an answer token after %d of the %d longest prompts of %s "
+                "(the longest: %d tokens, %s): those rows add nothing", max_len, len(full), len(longest), key,
+                *full[-1])
 
 
 def check_installed(c: Config) -> None:

@@ -59,16 +59,23 @@ def model_dir(path: str | Path, revision: str | None = None) -> Path:
 
 def bos_token_id(tokenizer, override_id: int | None = None, override_token: str | None = None) -> int:
     """The id a context-free sample starts from (paper Table 1): the tokenizer's BOS unless overridden."""
+    from forgetting.config import ConfigError
+
+    name = tokenizer.name_or_path
     if override_id is not None:
+        if not 0 <= int(override_id) < len(tokenizer):
+            raise ConfigError(f"model.bos_token_id={override_id!r} is invalid: expected a token id of {name!r} "
+                              f"(0 to {len(tokenizer) - 1})")
         return int(override_id)
     if override_token is not None:
         ids = tokenizer.convert_tokens_to_ids([override_token])
         if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
-            raise ValueError(f"model.bos_token={override_token!r} is not a token of {tokenizer.name_or_path!r}")
+            raise ConfigError(f"model.bos_token={override_token!r} is invalid: expected a token of {name!r} "
+                              "(it is not a token of it)")
         return int(ids[0])
     if tokenizer.bos_token_id is None:
-        raise ValueError(f"tokenizer {tokenizer.name_or_path!r} declares no BOS token: set model.bos_token "
-                         "(e.g. '<|endoftext|>' for OLMo-1B) or model.bos_token_id")
+        raise ConfigError(f"model.bos_token=None is invalid: expected a token, since tokenizer {name!r} declares no "
+                          "BOS token (e.g. '<|endoftext|>' for OLMo-1B; or set model.bos_token_id)")
     return int(tokenizer.bos_token_id)
 
 

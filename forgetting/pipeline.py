@@ -71,7 +71,7 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
         return sources.context_free(store, base, c.generator, n, bos_id=bos,
                                     load=lambda: generation_model(c, base))
     prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
-    key = key_of("prompts", {"dataset": asdict(c.dataset), "world": world, **row_start(c)})
+    key = key_of("prompts", {"dataset": dataset_spec(c.dataset), "world": world, **row_start(c)})
     return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
                               load=lambda: generation_model(c, base))
 
@@ -112,15 +112,16 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
         knobs["lora_init"] = "seeded"  # adapters initialised from the run's seed: earlier LoRA models differ
     if m.regularizer == Regularizer.l2:
         knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
-    spec = {"base": base, "dataset": asdict(c.dataset), "method": knobs, "trainer": trainer_spec(t), "seed": c.seed,
-            "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)}, "steps": steps,
-            "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
+    spec = {"base": base, "dataset": dataset_spec(c.dataset), "method": knobs, "trainer": trainer_spec(t),
+            "seed": c.seed, "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)},
+            "steps": steps, "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
     if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
         spec["master_weights"] = train_dtype(c)
 
     def make(out: Path) -> None:
         tokenizer = tokenizer_of(c, base)
         rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
+        check_answers_fit(c, rows)
         for r in augment:
             rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, m.weight) if "text" in r
                         else encode_ids(r["ids"], t.max_seq_len, m.weight, r["n_prompt"]))
@@ -138,6 +139,30 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               save_dtype=c.model.dtype)
 
     return store.build("train", spec, make)
+
+
+def check_answers_fit(c: Config, rows: list[dict], what: str = "downstream rows") -> None:
+    """Encoded rows whose prompt fills ``trainer.max_seq_len`` have no answer token to learn or score: refused when
+    that is every row, a warning otherwise (``launch.py`` checks the shortest and longest prompts before any stage,
+    where the tokenizer loads)."""
+    from forgetting.config import ConfigError
+    from forgetting.data.encode import IGNORE
+
+    empty = sum(all(label == IGNORE for label in r["labels"]) for r in rows)
+    if empty == len(rows):
+        raise ConfigError(f"trainer.max_seq_len={c.trainer.max_seq_len} is invalid: expected room for an answer "
+                          f"token after the prompt: none of the {len(rows)} {what} has one")
+    if empty:
+        log.warning("%d of %d %s have no answer token within trainer.max_seq_len=%d (their prompts fill it): they "
+                    "add nothing", empty, len(rows), what, c.trainer.max_seq_len)
+
+
+# dataset knobs that only the evaluation reads (the test split): they never change what is trained or generated
+_DATASET_TEST = ("test_path", "test_split", "answer_pattern")
+
+
+def dataset_spec(d) -> dict:
+    return {k: v for k, v in asdict(d).items() if k not in _DATASET_TEST}
 
 
 def replay_spec(c: Config) -> dict:
@@ -252,6 +277,11 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     vllm = bool(e.generative) and c.generator.backend != "hf"
     if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
         spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
+    test = test_split_rows(c)
+    if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
+        d = c.dataset
+        spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
+                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len}
 
     def make(out: Path) -> None:
         if vllm:
@@ -259,7 +289,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
             require_vllm()  # before any model is loaded
         needs_hf_model = (e.tasks or e.downstream or (e.heldout_loss and world is not None) or e.corpora or samples
-                          or not vllm)
+                          or test or not vllm)
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
         if e.tasks or e.downstream:
@@ -272,6 +302,15 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
                 metrics.update(summarize(raw, e.tasks, e.groups, e.metrics, "pre"))  # tasks, groups, the Avg.
             metrics.update(extract(raw, e.downstream, "down", e.metrics))
             (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
+        if test:
+            from forgetting.evaluate.downstream import score_test_split
+
+            examples = [encode_example(tokenizer, c, r["query"], r["response"]) for r in test]
+            check_answers_fit(c, examples, "test rows")
+            metrics.update(score_test_split(
+                model, tokenizer, test, [prompt_ids(tokenizer, c, r["query"]) for r in test], examples,
+                name=c.dataset.name, answer_pattern=c.dataset.answer_pattern, max_new_tokens=e.max_gen_toks,
+                batch_size=e.batch_size, out_dir=out))
         if e.heldout_loss and world is not None:
             texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
             metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
@@ -311,6 +350,16 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
 
     art = store.build("evaluate", spec, make)
     return json.loads((art.path / "metrics.json").read_text())
+
+
+def test_split_rows(c: Config) -> list[dict]:
+    """The downstream test split (``dataset.test_path`` / ``test_split``), at most ``eval.limit`` rows; [] if none."""
+    d = c.dataset
+    if d.test_path is None and d.test_split is None:
+        return []
+    from forgetting.data.formats import load_rows
+
+    return load_rows(d, test=True)[: c.eval.limit]
 
 
 # eval knobs that validation applies to the generative entries (EvalConfig.__post_init__): the key sees their
@@ -421,8 +470,7 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
     tracker = tracking.start(c, label_of(c, overrides), overrides)
     try:
         store = Store(c.store_dir)
-        needs_world = "toy" in (c.model.source, c.dataset.source) or any(t.startswith("toy_") for t in c.eval.tasks)
-        world = world_stage(c, store) if needs_world else None
+        world = world_stage(c, store) if c.needs_world() else None
         base = base_stage(c, store, world)
         tuned = train_stage(c, store, base, world) if c.method.train else None
         model = tuned or base

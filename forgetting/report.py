@@ -156,8 +156,9 @@ def header(metric: str, columns: Sequence[str] = ()) -> str:
     same_task = [c for c in columns if c.split("/")[1:2] == parts[1:2]]
     if len(same_task) <= 1:
         return task
-    same_group = [c for c in same_task if c.split("/")[0] == parts[0]]
-    return f"{task} {parts[-1]}" if len(same_group) <= 1 else " ".join(parts)
+    metrics = [c.split("/")[-1] for c in same_task]
+    # the metric tells columns of one task apart (colours exact_match, colours loss); else the group does too
+    return f"{task} {parts[-1]}" if len(set(metrics)) == len(metrics) else " ".join(parts)
 
 
 def is_percent(rows: list[dict], metric: str) -> bool:

@@ -46,6 +46,14 @@ class StoreError(RuntimeError):
     pass
 
 
+def verify_mode(verify: Optional[str] = None) -> str:
+    """How hits are checked: ``verify``, else $FORGETTING_STORE_VERIFY, else "size"."""
+    verify = verify or os.environ.get(VERIFY_ENV) or "size"
+    if verify not in ("size", "full"):
+        raise StoreError(f"{VERIFY_ENV}={verify!r} is invalid: expected 'size' or 'full'")
+    return verify
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Enum):
         return obj.value
@@ -172,10 +180,7 @@ class Store:
     def __init__(self, root: str | os.PathLike, verify: Optional[str] = None):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        verify = verify or os.environ.get(VERIFY_ENV) or "size"
-        if verify not in ("size", "full"):
-            raise StoreError(f"{VERIFY_ENV}={verify!r} is invalid: expected 'size' or 'full'")
-        self.full = verify == "full"
+        self.full = verify_mode(verify) == "full"
         self.used: list[dict] = []  # every artifact this process got from build(), in order: results.json keeps it
         self._held: set[tuple[str, str]] = set()
 

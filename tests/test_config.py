@@ -19,7 +19,7 @@ GROUP_OPTIONS = sorted(
 
 
 # options with a mandatory value (``???``) get one here, as a user must give it on the command line
-REQUIRED = {("dataset", "jsonl"): ["dataset.path=data.jsonl"]}
+REQUIRED = {("dataset", "jsonl"): [f"dataset.path={ROOT / 'tests' / 'fixtures' / 'metamathqa.jsonl'}"]}
 
 
 def _overrides(group: str, name: str) -> list[str]:

@@ -9,15 +9,14 @@ template would inject a default one (``chat_prompt_text``; MedReason, paper Appe
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
-from forgetting.config import DatasetConfig
+from forgetting.config import ConfigError, DatasetConfig
 from forgetting.data.encode import IGNORE
+from forgetting.data.files import check_rows, file_builder, row_builder
 
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
-# extensions that make ``path`` a data file (local, glob, http(s)://, hf://) rather than a hub dataset id
-_FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".json.gz": "json", ".jsonl.gz": "json",
-                  ".json.zst": "json", ".jsonl.zst": "json", ".csv": "csv"}
 
 
 def metamathqa(row: dict) -> dict:
@@ -51,12 +50,6 @@ BUILDERS: dict[str, Callable[[dict], dict]] = {
 }
 
 
-def file_builder(path: str) -> str | None:
-    """The ``datasets`` builder for a data-file path (``json``, ``parquet``, ``csv``), None for a hub id."""
-    p = str(path).lower()
-    return next((b for ext, b in _FILE_BUILDERS.items() if p.endswith(ext)), None)
-
-
 def load_source(path: str, subset: str | None, split: str, streaming: bool = False):
     """One ``datasets.load_dataset`` call for a hub id (with subset and split) or a data file (local path, glob
     or URL, loaded with the json/parquet/csv builder as its single ``train`` split)."""
@@ -68,31 +61,32 @@ def load_source(path: str, subset: str | None, split: str, streaming: bool = Fal
     return load_dataset(str(path), subset, split=split, streaming=streaming)
 
 
-def load_rows(cfg: DatasetConfig) -> list[dict]:
+def load_rows(cfg: DatasetConfig, test: bool = False) -> list[dict]:
     """``[{"query", "response"}]`` from a hub dataset (``source=hf``) or a local file (``source=jsonl``),
-    through ``cfg.builder`` if set, else the ``query_field``/``response_field`` columns."""
+    through ``cfg.builder`` if set, else the ``query_field``/``response_field`` columns; ``test``: the test split
+    (``dataset.test_path``, or the hub dataset's ``dataset.test_split``), every row. Rows are checked as a local file
+    is before any compute (``forgetting.data.files``): a source with a bad row is refused, naming it."""
     if cfg.source not in ("hf", "jsonl"):
         raise ValueError(f"dataset.source={cfg.source!r} has no rows to load here: expected 'hf' or 'jsonl'")
-    if cfg.builder is not None and cfg.builder not in BUILDERS:
-        raise ValueError(f"dataset.builder={cfg.builder!r} is unknown: expected one of {sorted(BUILDERS)}")
-    if cfg.source == "jsonl" and not file_builder(cfg.path):
-        raise ValueError(f"dataset.path={cfg.path!r} is not a .json/.jsonl/.parquet/.csv file")
-    ds = load_source(cfg.path, cfg.subset, cfg.split)
+    key, path, split = "dataset.path", cfg.path, cfg.split
+    if test:
+        key, path, split = ("dataset.test_path", cfg.test_path, "train") if cfg.test_path else \
+            ("dataset.test_split", cfg.path, cfg.test_split)
+    row_builder(cfg)  # an unknown dataset.builder fails before the data is loaded
+    if cfg.source == "jsonl" and not file_builder(path):
+        raise ConfigError(f"{key}={path!r} is invalid: expected a .json/.jsonl/.parquet/.csv file")
+    ds = load_source(path, cfg.subset, split)
     columns = list(ds.column_names)
     if cfg.builder is None:
-        build = lambda r: {"query": r[cfg.query_field], "response": r[cfg.response_field]}  # noqa: E731
-        for name in (cfg.query_field, cfg.response_field):
-            if name not in columns:
-                raise ValueError(f"dataset field {name!r} not in {cfg.path}: it has {columns}")
-    else:
-        build = BUILDERS[cfg.builder]
-    if cfg.limit:
+        for name, field in (("query_field", cfg.query_field), ("response_field", cfg.response_field)):
+            if field not in columns:
+                raise ConfigError(f"dataset.{name}={field!r} is invalid: expected a field of {path}: it has {columns}")
+    if cfg.limit and not test:
         ds = ds.select(range(min(cfg.limit, len(ds))))
-    try:
-        return [build(r) for r in ds]
-    except KeyError as e:
-        raise ValueError(f"dataset field {e.args[0]!r} (builder {cfg.builder!r}) not in {cfg.path}: "
-                         f"it has {columns}") from None
+    where = path if key != "dataset.test_split" else split
+    answers = re.compile(cfg.answer_pattern) if test else None
+    return [pair for _, pair in check_rows(key, where, ((f"row {i}", dict(r)) for i, r in enumerate(ds, 1)), cfg,
+                                           answers)]
 
 
 # Stand-ins for message texts while the chat template's layout is probed: plain words, so that no template

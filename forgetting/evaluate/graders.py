@@ -6,17 +6,20 @@ method, ``score(response, problem) -> dict``, returning at least ``{"extracted":
 
 - ``MathGrader``: last ``\\boxed{...}`` (else last "the answer is X") compared with math-verify.
 - ``MultipleChoiceGrader``: last stated option letter, one rule applied once.
+- ``AnswerPatternGrader``: your own task's answer, extracted by a pattern from the response and the reference.
 - ``CodeGrader``: last fenced code block run against stdin/stdout tests in a sandboxed child process.
 - ``shuffle_options``: deterministic per-problem option order for GPQA.
 - ``self_correction_stats``: "Wait" count and response length (the paper's Table 6).
 
-All three graders read only the *final-answer region* of a response (``strip_thinking``): R1-style models
-reason inside ``<think>...</think>`` and often box or state a provisional answer there before changing their
-mind, so the text after the last ``</think>`` is what the model actually answered.
+The math, multiple-choice and code graders read only the *final-answer region* of a response
+(``strip_thinking``): R1-style models reason inside ``<think>...</think>`` and often box or state a provisional
+answer there before changing their mind, so the text after the last ``</think>`` is what the model actually
+answered.
 """
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import math
@@ -34,6 +37,7 @@ from typing import Any
 from math_verify import parse, verify
 
 __all__ = [
+    "AnswerPatternGrader",
     "CodeGrader",
     "GRADERS",
     "MathGrader",
@@ -175,6 +179,36 @@ class MultipleChoiceGrader:
         hits = [m for pattern in self._patterns for m in pattern.finditer(region)]
         extracted = max(hits, key=lambda m: m.start(1)).group(1) if hits else None
         return {"extracted": extracted, "correct": extracted == gold}
+
+
+# --------------------------------------------------------------------------------- answer pattern (own task)
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+class AnswerPatternGrader:
+    """Your own task's grader (``dataset.test_path``): the answer ``pattern`` extracts from the reference response
+    (``problem["response"]``) against the one it extracts from the generation, as GSM8K's strict match does with
+    "#### N" (default: MetaMathQA's "The answer is: X"). Both are trimmed of spaces and a final period; numbers
+    compare by value once "$" and thousands commas are dropped ("1,000" = "1000.0"), anything else as written."""
+
+    def __init__(self, pattern: str):
+        self.pattern = re.compile(pattern)
+
+    @staticmethod
+    def normalise(answer: str | None) -> Any:
+        if answer is None:
+            return None
+        text = " ".join(answer.split()).rstrip(".").strip()
+        number = text.lstrip("$").replace(",", "")
+        return decimal.Decimal(number) if _NUMBER.fullmatch(number) else text
+
+    def score(self, response: str, problem: dict) -> dict:
+        from forgetting.data.files import extract_answer
+
+        extracted, gold = (extract_answer(self.pattern, t) for t in (response, problem["response"]))
+        correct = extracted is not None and self.normalise(extracted) == self.normalise(gold)
+        return {"extracted": extracted, "gold": gold, "correct": correct}
 
 
 GPQA_INSTRUCTION = (  # SkyThought's GPQA-Diamond instruction, prepended by the prompt template

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 TOY_PROBES = ("facts", "categories", "agreement", "patterns")
+TOY_TASKS = (*(f"toy_{p}" for p in TOY_PROBES), "toy_arith")  # what write_toy_tasks writes
 # MetaMathQA's responses end "The answer is: N"; strict match takes N exactly as lm-eval's gsm8k takes "#### N"
 ANSWER_REGEX = r"The answer is: (\-?[0-9\.\,]+)"
 
@@ -93,6 +94,29 @@ def task_manager(tasks: list[str], include_path: list[Path]):
         if all(_resolves(local.task_index, t) for t in tasks):
             return local
     return TaskManager(include_path=paths or None)
+
+
+def unknown_tasks(names: list[str], include_path: list[str], toy: bool) -> list[str]:
+    """The names among ``names`` that no evaluation could resolve, found before any compute and cheaply: the toy
+    world's tasks (when ``toy``: the run builds the world), the tasks in ``include_path`` (indexed by lm-eval, in
+    milliseconds), then a whole-word search of the text of lm-eval's built-in task YAMLs (~0.3 s; indexing them
+    takes ~10 s). lm-eval names its tasks, groups and tags by values written in those files, so a name found in
+    none of them is unknown; a name that appears there only in passing gets through, and lm-eval stops on it later."""
+    import importlib.util
+    import re
+
+    rest = [n for n in names if not (toy and n in TOY_TASKS)]
+    if rest and include_path:
+        from lm_eval.tasks import TaskManager
+
+        local = TaskManager(include_path=[str(Path(p).expanduser()) for p in include_path], include_defaults=False)
+        rest = [n for n in rest if n not in local.task_index]
+    if not rest:
+        return []
+    spec = importlib.util.find_spec("lm_eval")
+    root = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    text = "\n".join(p.read_text(errors="replace") for p in root.rglob("*.yaml"))
+    return [n for n in rest if not re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
 
 
 def _resolves(index: dict, name: str) -> bool:

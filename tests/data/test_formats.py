@@ -65,8 +65,8 @@ def test_missing_field_names_it_in_one_line(tmp_path):
     assert "'question'" in msg and "metamathqa.jsonl" in msg and "'original_question'" in msg and "\n" not in msg
     bad = tmp_path / "medreason_no_reasoning.jsonl"
     bad.write_text(json.dumps({"question": "q", "answer": "a", "options": ""}) + "\n")
-    with pytest.raises(ValueError, match=r"'reasoning' \(builder 'medreason'\) not in .*no_reasoning.jsonl: "
-                                         r"it has \['question', 'answer', 'options'\]"):
+    with pytest.raises(ValueError, match=r"dataset.path='.*no_reasoning.jsonl' is invalid: .*builder 'medreason'.*"
+                                         r"row 1: no field 'reasoning' \(it has 'question', 'answer', 'options'\)"):
         load_rows(DatasetConfig(name="m", source="jsonl", path=str(bad), builder="medreason"))
     with pytest.raises(ValueError, match="dataset.builder='nope'"):
         load_rows(_cfg("metamathqa", builder="nope"))
