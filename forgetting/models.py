@@ -68,11 +68,13 @@ def bos_token_id(tokenizer, override_id: int | None = None, override_token: str 
                               f"(0 to {len(tokenizer) - 1})")
         return int(override_id)
     if override_token is not None:
-        ids = tokenizer.convert_tokens_to_ids([override_token])
-        if not ids or ids[0] is None or ids[0] == tokenizer.unk_token_id:
+        # Look the token up in the vocabulary: convert_tokens_to_ids maps unknown tokens to unk, and some
+        # tokenizers' unk is a real token (SmolLM2's is <|endoftext|>, id 0).
+        token_id = tokenizer.get_vocab().get(override_token)
+        if token_id is None:
             raise ConfigError(f"model.bos_token={override_token!r} is invalid: expected a token of {name!r} "
                               "(it is not a token of it)")
-        return int(ids[0])
+        return int(token_id)
     if tokenizer.bos_token_id is None:
         raise ConfigError(f"model.bos_token=None is invalid: expected a token, since tokenizer {name!r} declares no "
                           "BOS token (e.g. '<|endoftext|>' for OLMo-1B; or set model.bos_token_id)")

@@ -43,3 +43,19 @@ def test_cfs_runs_end_to_end_on_smollm2(smollm2_store, tmp_path):
                read_jsonl(smollm2_store / "generate" / g["key"] / "samples.jsonl")]
     assert len(samples) >= 8 and all(r["ids"][0] == 1 and r["n_prompt"] == 0 for r in samples)
     assert max(len(r["ids"]) for r in samples) == 64
+
+
+def test_bos_token_override_accepts_the_token_that_is_also_unk(smollm2_tokenizer):
+    """SmolLM2's unk token is <|endoftext|> (id 0); it is still a real token a user may start samples from."""
+    from forgetting.config import ConfigError
+    from forgetting.models import bos_token_id
+
+    assert smollm2_tokenizer.unk_token_id == 0
+    assert bos_token_id(smollm2_tokenizer, override_token="<|endoftext|>") == 0
+    assert bos_token_id(smollm2_tokenizer) == smollm2_tokenizer.bos_token_id == 1
+    try:
+        bos_token_id(smollm2_tokenizer, override_token="<|nosuch|>")
+    except ConfigError as err:
+        assert "<|nosuch|>" in str(err)
+    else:
+        raise AssertionError("an unknown token was accepted")
