@@ -10,7 +10,7 @@ Every run of the pipeline leaves a ``results.json`` somewhere under the sweep di
 
 Runs are grouped by ``label`` (one table row each) and averaged over seeds (mean ± sample std). Writes
 ``report.md``, ``report.csv`` and ``frontier.png`` into ``--out`` (default: the first sweep directory).
-Metrics whose name ends in ``/loss``, ``/ppl`` or ``/perplexity`` are lower-is-better; all others higher.
+Metrics whose name ends in ``/loss``, ``/ppl``, ``/perplexity`` or ``/kl`` are lower-is-better; all others higher.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity")
+LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl")
 DEFAULT_TITLE = "Learning vs. forgetting"
 # Task names as they appear in metric keys are identifiers; a few read better spelled out in a table header.
 _PRETTY = {"heldout": "held-out", "avg": "Avg."}

@@ -179,3 +179,12 @@ def test_cli_on_a_dir_without_results_exits_2_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(tmp_path) in lines[0]
     assert not (tmp_path / "report.md").exists()
+
+
+def test_kl_is_lower_is_better_and_not_a_percentage():
+    """KL(base ‖ model) is 0 for the base and grows with forgetting: the smallest is best, shown as is."""
+    rows = [{"label": label, "n": 1, "mean": {"pre/base_samples/kl": kl}, "std": {}}
+            for label, kl in (("Base", 0.0), ("FT", 0.0092), ("CFS", 0.0014))]
+    assert report.lower_is_better("pre/base_samples/kl")
+    assert not report.is_percent(rows, "pre/base_samples/kl")
+    assert report.header("pre/base_samples/kl") == "base_samples kl ↓"
