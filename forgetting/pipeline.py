@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from forgetting.config import Adapter, Augment, Config, Merge, Optimizer, Regularizer
+from forgetting.config import Config
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
@@ -23,57 +23,123 @@ from forgetting.store import Artifact, Store, atomic_write_text, key_of
 
 log = logging.getLogger("forgetting")
 
-OPTIMIZERS = {Optimizer.adamw: "adamw_torch", Optimizer.adamw8bit: "adamw_bnb_8bit"}  # HF Trainer names
+# Bumped when a stage's code makes something else from the same inputs, so that stored artifacts are not reused.
+TRAIN_VERSION = 1  # 1: keys derived from what the stage reads (method parts, data, sample sequences)
+MERGE_VERSION = 1
+
+
+# ---- what each stage reads: its key ------------------------------------------------------------------------
+def world_spec(c: Config) -> dict:
+    return asdict(c.world)
+
+
+def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
+    """(stage, spec) of the model to fine-tune (not for a hub model, which is not stored)."""
+    if c.model.source == "gguf":
+        from forgetting.models import gguf_path
+        from forgetting.store import file_sha256
+
+        gguf = gguf_path(c.model.path)
+        return "import", {"gguf": gguf.name, "sha256": file_sha256(gguf)}
+    return "pretrain", {"world": world, "arch": asdict(c.model.arch), "pretrain": asdict(c.model.pretrain),
+                        "seed": c.world.seed}
+
+
+@dataclass
+class Inputs:
+    """What a run's train stage reads: the config, the store, the base model and the toy world. The method's parts
+    take what they need from it (``forgetting.parts``); nothing is loaded until asked for."""
+
+    c: Config
+    store: Store
+    base: Artifact
+    world: Artifact | None
+
+    def tokenizer(self):
+        return tokenizer_of(self.c, self.base)
+
+    def generation_model(self):
+        return generation_model(self.c, self.base)
+
+    def bos_id(self) -> int:
+        return bos_token_id(self.tokenizer(), self.c.model.bos_token_id, self.c.model.bos_token)
+
+    def downstream(self) -> list[dict]:
+        from forgetting.data.datasets import load_downstream
+
+        if not hasattr(self, "_down"):
+            self._down = load_downstream(self.c.dataset, self.world)
+        return self._down
+
+    def data_spec(self) -> dict:
+        from forgetting.data.datasets import downstream_spec
+
+        return downstream_spec(self.c.dataset, self.world)
+
+    def prompts_key(self) -> str:
+        return key_of("prompts", {"data": self.data_spec()})  # the tokenizer is the base's: in the samples' key
+
+    def prompts(self) -> list[list[int]]:
+        tokenizer = self.tokenizer()
+        return [prompt_ids(tokenizer, self.c, r["query"]) for r in self.downstream()]
+
+
+def train_spec(c: Config, inputs: Inputs) -> dict:
+    """The train key, from what training reads: the base model, the downstream data, the active parts (the
+    augmentation's with its rows' source), the trainer config, the seed and the saved dtype. The method's name and
+    label, its inactive parts' knobs and its merge do not train anything: presets that differ only there (every
+    point of a Wise-FT alpha grid, FT in a ratio sweep) share one fine-tuned model."""
+    parts = c.method.parts()
+    return {"version": TRAIN_VERSION, "base": inputs.base, "data": inputs.data_spec(),
+            "augment": parts["augment"].spec_with(inputs),
+            **{kind: parts[kind].spec() for kind in ("adapter", "regularizer", "optimizer")},
+            "trainer": {k: v for k, v in asdict(c.trainer).items() if k != "name"}, "seed": c.seed,
+            "dtype": c.model.dtype}
+
+
+def merge_spec(c: Config, base: Artifact, tuned: Artifact) -> dict:
+    return {"version": MERGE_VERSION, "base": base, "tuned": tuned, "merge": c.method.parts()["merge"].spec()}
+
+
+def plan(c: Config) -> dict[str, str | None]:
+    """The keys of the artifacts a run would read or make, computed without building or loading anything:
+    ``world``, ``base``, ``train``, ``merge`` and ``evaluate`` (None where the run has no such stage)."""
+    store = Store(c.store_dir)
+    world = store.planned("world", world_spec(c)) if c.needs_world() else None
+    base = hub_artifact(c) if c.model.source == "hf" else store.planned(*base_spec(c, world))
+    tuned = store.planned("train", train_spec(c, Inputs(c, store, base, world))) if c.method.train else None
+    merged = store.planned("merge", merge_spec(c, base, tuned)) if tuned and c.method.merge != "none" else None
+    model = merged or tuned or base
+    evaluated = store.planned("evaluate", evaluate_spec(c, model, world, base))
+    return {"world": world and world.key, "base": base.key, "train": tuned and tuned.key,
+            "merge": merged and merged.key, "evaluate": evaluated.key}
 
 
 # ---- stages ------------------------------------------------------------------------------------------------
 def world_stage(c: Config, store: Store) -> Artifact:
     from forgetting.toy.world import build_world
 
-    return store.build("world", asdict(c.world), lambda out: build_world(c.world, out))
+    return store.build("world", world_spec(c), lambda out: build_world(c.world, out))
+
+
+def hub_artifact(c: Config) -> Artifact:
+    return Artifact("hub", f"{c.model.path}@{c.model.revision or 'main'}", Path(c.model.path))
 
 
 def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
-    """The model to fine-tune: the toy world's pretrained model, or a hub id / local directory."""
+    """The model to fine-tune: the toy world's pretrained model, a GGUF file's weights, or a hub id / local
+    directory (read in place)."""
     if c.model.source == "hf":
-        return Artifact("hub", f"{c.model.path}@{c.model.revision or 'main'}", Path(c.model.path))
-    if c.model.source == "gguf":
+        return hub_artifact(c)
+    stage, spec = base_spec(c, world)
+    if stage == "import":
         from forgetting.models import gguf_path, import_gguf
-        from forgetting.store import file_sha256
 
-        gguf = gguf_path(c.model.path)
-        return store.build("import", {"gguf": gguf.name, "sha256": file_sha256(gguf)},
-                           lambda out: import_gguf(gguf, out))
+        return store.build(stage, spec, lambda out: import_gguf(gguf_path(c.model.path), out))
     from forgetting.toy.pretrain import pretrain
 
-    spec = {"world": world, "arch": asdict(c.model.arch), "pretrain": asdict(c.model.pretrain),
-            "seed": c.world.seed}
-    return store.build("pretrain", spec, lambda out: pretrain(c.model, world.path, out,
-                                                              store.work_dir("pretrain", spec), c.world.seed))
-
-
-def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | None, down: list[dict],
-                   n: int) -> list[dict]:
-    """``n`` augmentation rows from the method's source (none for plain fine-tuning)."""
-    from forgetting.generate import sources
-
-    a = c.method.augment
-    if a == Augment.none or n == 0:
-        return []
-    if a == Augment.replay:
-        from forgetting.data.replay import load_replay_corpus
-
-        texts = load_replay_corpus(c.replay, n, c.generator.seed, world.path if world is not None else None, store)
-        return [{"text": t} for t in texts]
-    tokenizer = tokenizer_of(c, base)
-    if a == Augment.context_free:
-        bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
-        return sources.context_free(store, base, c.generator, n, bos_id=bos,
-                                    load=lambda: generation_model(c, base))
-    prompts = [prompt_ids(tokenizer, c, r["query"]) for r in down]
-    key = key_of("prompts", {"dataset": dataset_spec(c.dataset), "world": world, **row_start(c)})
-    return sources.contextual(store, base, c.generator, n, prompts=prompts, prompts_key=key,
-                              load=lambda: generation_model(c, base))
+    return store.build(stage, spec, lambda out: pretrain(c.model, world.path, out, store.work_dir(stage, spec),
+                                                          c.world.seed))
 
 
 def prompt_ids(tokenizer, c: Config, query: str) -> list[int]:
@@ -93,50 +159,44 @@ def encode_example(tokenizer, c: Config, query: str, response: str) -> dict:
     return encode_pair(tokenizer, c.dataset.prompt_template.format(query=query), response, c.trainer.max_seq_len)
 
 
+def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | None, down: list[dict],
+                   n: int) -> list[dict]:
+    """``n`` rows of the method's augmentation part for the downstream rows ``down`` (none for plain FT); model
+    samples are stored chunk by chunk (``forgetting.generate.sources``)."""
+    inputs = Inputs(c, store, base, world)
+    inputs._down = down
+    return c.method.parts()["augment"].rows(inputs, n) if n > 0 else []
+
+
 def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
-    from forgetting.data.datasets import load_downstream
+    """Fine-tune the base model on the downstream rows and the method's augmentation rows (generated first, each
+    chunk its own artifact), with the method's adapter and trainer hooks."""
     from forgetting.data.mix import n_augment, train_steps
     from forgetting.tracking import current
     from forgetting.train.trainer import train
 
-    t, m = c.trainer, c.method
-    down = load_downstream(c.dataset, world)
-    n_aug = n_augment(len(down), m.ratio) if m.augment != Augment.none else 0
+    t, parts = c.trainer, c.method.parts()
+    inputs = Inputs(c, store, base, world)
+    spec = train_spec(c, inputs)
+    down = inputs.downstream()
+    augment = parts["augment"]
+    rows_aug = generate_stage(c, store, base, world, down, n_augment(len(down), c.method.ratio))
+    current().samples(rows_aug, augment.name, inputs.tokenizer)  # logger=wandb: a samples table
     steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum * t.num_processes, t.max_steps)
-    augment = generate_stage(c, store, base, world, down, n_aug)
-    current().samples(augment, m.augment.value, lambda: tokenizer_of(c, base))  # logger=wandb: a samples table
-    # the method's name, label and post-hoc merge do not change training: presets that differ only there
-    # (and every point of a Wise-FT alpha grid) share one fine-tuned model
-    knobs = {k: v for k, v in asdict(m).items() if k not in ("name", "label", "merge", "alpha")}
-    if m.adapter == Adapter.lora:
-        knobs["lora_init"] = "seeded"  # adapters initialised from the run's seed: earlier LoRA models differ
-    if m.regularizer == Regularizer.l2:
-        knobs["l2_impl"] = "optimizer"  # ℓ2 moved from grad hooks into the optimizer step: earlier models differ
-    spec = {"base": base, "dataset": dataset_spec(c.dataset), "method": knobs, "trainer": trainer_spec(t),
-            "seed": c.seed, "generator": {k: getattr(c.generator, k) for k in generator_knobs(m.augment)},
-            "steps": steps, "replay": replay_spec(c) if m.augment == Augment.replay else None, **row_start(c)}
-    if train_dtype(c) != c.model.dtype:  # earlier versions trained these in model.dtype (pure bf16): not reusable
-        spec["master_weights"] = train_dtype(c)
 
     def make(out: Path) -> None:
-        tokenizer = tokenizer_of(c, base)
+        tokenizer = inputs.tokenizer()
         rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
         check_answers_fit(c, rows)
-        for r in augment:
-            rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, m.weight) if "text" in r
-                        else encode_ids(r["ids"], t.max_seq_len, m.weight, r["n_prompt"]))
-        log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(augment), m.augment.value, steps)
+        weight = c.method.weight
+        for r in rows_aug:
+            rows.append(encode_text(tokenizer, r["text"], t.max_seq_len, weight) if "text" in r
+                        else encode_ids(r["ids"], t.max_seq_len, weight, r["n_prompt"]))
+        log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(rows_aug), augment.name, steps)
         # a function, not a model: under ZeRO-3 each training process creates its own, already partitioned
-        train(partial(trainable_model, c, base), tokenizer, rows, out, store.work_dir("train", spec), steps=steps,
-              lr=t.lr,
-              batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
-              scheduler=t.scheduler, weight_decay=t.weight_decay, save_steps=t.save_steps,
-              logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16, use_cpu=c.device == "cpu",
-              optim=OPTIMIZERS[m.optimizer],
-              l2_lambda=m.l2_lambda if m.regularizer == Regularizer.l2 else 0.0,
-              gradient_checkpointing=t.gradient_checkpointing, packing=t.packing,
-              report_to=current().report_to, deepspeed=t.deepspeed, num_processes=t.num_processes,
-              save_dtype=c.model.dtype)
+        train(partial(trainable_model, c, base), tokenizer, rows, out, store.work_dir("train", spec), t,
+              steps=steps, seed=c.seed, hooks=[parts["optimizer"], parts["regularizer"]],
+              use_cpu=c.device == "cpu", report_to=current().report_to, save_dtype=c.model.dtype)
 
     return store.build("train", spec, make)
 
@@ -157,94 +217,48 @@ def check_answers_fit(c: Config, rows: list[dict], what: str = "downstream rows"
                     "add nothing", empty, len(rows), what, c.trainer.max_seq_len)
 
 
-# dataset knobs that only the evaluation reads (the test split): they never change what is trained or generated
-_DATASET_TEST = ("test_path", "test_split", "answer_pattern")
-
-
-def dataset_spec(d) -> dict:
-    return {k: v for k, v in asdict(d).items() if k not in _DATASET_TEST}
-
-
-def replay_spec(c: Config) -> dict:
-    spec = asdict(c.replay)
-    if c.replay.source != "toy":  # earlier versions took the first rows of a shuffle buffer: other rows, other models
-        spec["sample"] = "uniform"
-    return spec
-
-
-def row_start(c: Config) -> dict:
-    """Rows and prompts start as the tokenizer starts a text (``encode.start_ids``), no longer with a forced
-    BOS: the same tokens for the toy tokenizer, which adds its BOS itself, so only other models' keys change
-    (their stored samples, models and held-out losses were made from rows that began with a forced BOS)."""
-    return {} if c.model.source == "toy" else {"row_start": "tokenizer"}
-
-
-# trainer knobs added after models were stored: at these values training is what it was before they existed, so
-# they stay out of the key and stored models remain valid
-_TRAINER_DEFAULTS = {"packing": False, "num_processes": 1, "deepspeed": None}
-
-
-def trainer_spec(t) -> dict:
-    return {k: v for k, v in asdict(t).items() if k not in _TRAINER_DEFAULTS or v != _TRAINER_DEFAULTS[k]}
-
-
-def generator_knobs(augment: Augment) -> tuple[str, ...]:
-    """The generator settings an augmentation source reads (so other settings neither retrain nor relabel)."""
-    sampling = ("backend", "top_p", "max_new_tokens", "batch_size", "chunk", "seed")
-    return {Augment.none: (), Augment.replay: ("seed",), Augment.context_free: ("temperature", *sampling),
-            Augment.contextual: ("contextual_temperature", *sampling)}[augment]
-
-
-def with_lora(model, rank: int, alpha: float | None):
-    from peft import LoraConfig, get_peft_model
-
-    # alpha = rank unless set (paper Appendix E.1); every linear layer of the blocks, as in Biderman et al.
-    config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, target_modules="all-linear",
-                        lora_dropout=0.0, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
 def train_dtype(c: Config) -> str:
     """The dtype the train stage loads the base model in. Full fine-tuning outside DeepSpeed keeps fp32 master
     weights whatever ``model.dtype`` is: at lr 5e-6 an Adam step is far below half a bf16 ulp of most weights, so
     pure bf16 training rounds most updates away; ``trainer.bf16`` then means bf16 autocast compute. DeepSpeed's bf16
-    mode keeps its own fp32 masters, and LoRA's base weights are frozen (peft keeps the adapters in fp32): both
-    load in ``model.dtype``. The fine-tuned checkpoint is saved in ``model.dtype`` in every case."""
-    if c.trainer.deepspeed is not None or c.method.adapter == Adapter.lora:
+    mode keeps its own fp32 masters, and an adapter over frozen base weights (LoRA; peft keeps the adapters in fp32)
+    leaves them as they are: both load in ``model.dtype``. The fine-tuned checkpoint is saved in ``model.dtype`` in
+    every case."""
+    if c.trainer.deepspeed is not None or c.method.parts()["adapter"].frozen_base:
         return c.model.dtype
     return "float32"
 
 
 def trainable_model(c: Config, base: Artifact):
-    """The model the train stage fine-tunes: the base model in :func:`train_dtype`, with LoRA adapters when the
-    method says so."""
+    """The model the train stage fine-tunes: the base model in :func:`train_dtype`, wrapped by the method's
+    adapter."""
     model, _ = load(c, base, train_dtype(c))
-    m = c.method
-    if m.adapter != Adapter.lora:
-        return model
-    import torch
-
-    torch.manual_seed(c.seed)  # the adapters' random init follows the run's seed, not what ran before in the process
-    return with_lora(model, m.lora_rank, m.lora_alpha)
+    return c.method.parts()["adapter"].wrap(model, c.seed)
 
 
 def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Artifact:
-    """The post-hoc merge of the fine-tuned weights with the base's, read from the store, a local directory or
-    the local hub cache (only when the merge is not stored yet)."""
-    from forgetting.merge.wise_ft import wise_ft
-
-    spec = {"base": base, "tuned": tuned, "merge": c.method.merge.value, "alpha": c.method.alpha}
-
+    """The method's post-hoc merge of the fine-tuned weights with the base's, read from the store, a local
+    directory or the local hub cache (only when the merge is not stored yet)."""
     def make(out: Path) -> None:
         base_dir = model_dir(c.model.path, c.model.revision) if base.stage == "hub" else base.path
-        wise_ft(base_dir, tuned.path, out, c.method.alpha)
+        c.method.parts()["merge"].merge(base_dir, tuned.path, out)
 
-    return store.build("merge", spec, make)
+    return store.build("merge", merge_spec(c, base, tuned), make)
 
 
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
 # any method) is scored on the same samples, and never a training seed's chunks
 HELDOUT_SAMPLES_SEED = 999_983
+
+
+def base_samples_spec(c: Config, base: Artifact) -> dict:
+    """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
+    from dataclasses import replace
+
+    from forgetting.generate.sources import context_free_spec
+
+    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
+    return context_free_spec(base, gen, c.model.dtype, {"token": c.model.bos_token, "id": c.model.bos_token_id})
 
 
 def base_samples(c: Config, store: Store, base: Artifact) -> list[dict]:
@@ -256,7 +270,31 @@ def base_samples(c: Config, store: Store, base: Artifact) -> list[dict]:
     gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
     bos = bos_token_id(tokenizer_of(c, base), c.model.bos_token_id, c.model.bos_token)
     return sources.context_free(store, base, gen, c.eval.base_samples, bos_id=bos,
-                                load=lambda: generation_model(c, base))
+                                load=lambda: generation_model(c, base), model_dtype=c.model.dtype,
+                                bos={"token": c.model.bos_token, "id": c.model.bos_token_id})
+
+
+EVALUATE_VERSION = 1
+
+
+def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: Artifact | None = None) -> dict:
+    e = c.eval
+    spec = {"version": EVALUATE_VERSION, "model": model_art, "eval": eval_spec(e), "world": world,
+            "prompt": c.dataset.prompt_template}
+    if e.corpora:
+        from forgetting.data.offline import python_version
+
+        spec["python"] = python_version()  # the corpora are this interpreter's standard library
+    if e.base_samples:
+        spec["base_samples"] = {"base": base or model_art, "samples": base_samples_spec(c, base or model_art)}
+    if bool(e.generative) and c.generator.backend != "hf":  # the benchmarks are sampled by another engine
+        spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
+    test = test_split_rows(c)
+    if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
+        d = c.dataset
+        spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
+                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len}
+    return spec
 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
@@ -265,29 +303,16 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
     from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
 
     e = c.eval
-    spec = {"model": model_art, "eval": eval_spec(e), "world": world, "prompt": c.dataset.prompt_template,
-            **row_start(c)}
-    if e.corpora:
-        from forgetting.data.offline import corpus, python_version
-
-        spec["python"] = python_version()  # the corpora are this interpreter's standard library
-    samples = base_samples(c, store, base or model_art) if e.base_samples else []
-    if samples:
-        spec["base_samples"] = {"base": base or model_art, "seed": HELDOUT_SAMPLES_SEED}
+    spec = evaluate_spec(c, model_art, world, base)
     vllm = bool(e.generative) and c.generator.backend != "hf"
-    if vllm:  # the benchmarks are sampled by another engine: other results (keys of hf runs stay as they were)
-        spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
     test = test_split_rows(c)
-    if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
-        d = c.dataset
-        spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
-                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len}
 
     def make(out: Path) -> None:
         if vllm:
             from forgetting.generate.vllm import require_vllm
 
             require_vllm()  # before any model is loaded
+        samples = base_samples(c, store, base or model_art) if e.base_samples else []
         needs_hf_model = (e.tasks or e.downstream or (e.heldout_loss and world is not None) or e.corpora or samples
                           or test or not vllm)
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
@@ -315,6 +340,8 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
             texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
             metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
         for name in e.corpora:
+            from forgetting.data.offline import corpus
+
             texts = corpus(name, e.corpus_docs)
             metrics[f"pre/{name}/loss"] = heldout_loss(model, tokenizer, texts, e.corpus_max_len, e.batch_size)
         if samples:
@@ -442,20 +469,25 @@ def label_of(c: Config, overrides: list[str] = ()) -> str:
 
 
 def _changes_run(c: Config, key: str) -> bool:
+    """Whether the config leaf ``key`` is read by this run's model: the model and data always; with training, the
+    trainer, the parts the method picks and their knobs, and the generator or replay settings in the
+    augmentation's source spec (whose keys are the config's leaf names)."""
+    from forgetting.parts import KINDS
+
     m = c.method
     group, _, knob = key.partition(".")
     if group in ("model", "dataset"):
         return True
-    if group == "trainer":
-        return m.train
-    if group == "generator":
-        return m.train and knob in generator_knobs(m.augment)
-    if group != "method" or knob in ("", "name", "label", "train"):
+    if not m.train or group not in ("trainer", "method", "generator", "replay"):
         return False
-    relevant = {"ratio": m.augment != Augment.none, "weight": m.augment != Augment.none,
-                "lora_rank": m.adapter == Adapter.lora, "lora_alpha": m.adapter == Adapter.lora,
-                "l2_lambda": m.regularizer == Regularizer.l2, "alpha": m.merge == Merge.wise_ft}
-    return m.train and relevant.get(knob, True)
+    if group == "trainer":
+        return True
+    parts = m.parts()
+    if group == "method":
+        return knob in KINDS or any(knob in part.spec() for part in parts.values())
+    placeholder = Artifact("hub", "", Path("."))  # the spec's names, not its values, are what matters here
+    source = parts["augment"].source_spec(Inputs(c, Store(c.store_dir), placeholder, None)) or {}
+    return knob in source.get(group if group == "replay" else "generator", source)
 
 
 def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
@@ -474,7 +506,7 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         base = base_stage(c, store, world)
         tuned = train_stage(c, store, base, world) if c.method.train else None
         model = tuned or base
-        if c.method.merge == Merge.wise_ft:
+        if tuned is not None and c.method.merge != "none":
             model = merge_stage(c, store, base, model)
         metrics = evaluate_stage(c, store, model, world, base)
     except BaseException:

@@ -206,6 +206,11 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def planned(self, stage: str, spec: dict) -> Artifact:
+        """The artifact ``spec`` names, whether or not it is stored (nothing is built or read)."""
+        key = key_of(stage, spec)
+        return Artifact(stage, key, self.path(stage, key))
+
     def build(self, stage: str, spec: dict, make: Callable[[Path], Any]) -> Artifact:
         """Return the artifact for ``spec``, running ``make(tmp_dir)`` only when no sound copy is stored."""
         key = key_of(stage, spec)

@@ -33,7 +33,7 @@ CASES = [
     ("unknown_method", ["method=nope"], {}, "method=nope"),
     ("unknown_key", ["method.nope=1"], {}, "method.nope=1"),
     ("ratio_not_a_number", ["method.ratio=abc"], {}, "method.ratio=abc"),
-    ("augment_unknown", ["method.augment=telepathy"], {}, "method.augment=telepathy"),
+    ("augment_unknown", ["method.augment=telepathy"], {}, "method.augment='telepathy'"),
     ("dataset_path_missing", ["dataset=jsonl", "dataset.path={d}/missing.jsonl"], {}, "missing.jsonl"),
     ("model_path_missing", ["model.source=hf", "model.path=/nonexistent/model"], {}, "/nonexistent/model"),
     ("include_path_missing", ["eval.include_path=[/nonexistent/tasks]"], {}, "/nonexistent/tasks"),

@@ -19,3 +19,24 @@ def load_downstream(cfg: DatasetConfig, world: Artifact | None) -> list[dict]:
     else:
         rows = load_rows(cfg)
     return rows[: cfg.limit] if cfg.limit else rows
+
+
+def downstream_spec(cfg: DatasetConfig, world: Artifact | None) -> dict:
+    """What :func:`load_downstream` and the row encoding read — the train key's data part: the toy world's task,
+    or the source's location, split, row mapping and, for local files, their contents' digests; then the limit
+    and the format. The test split's settings are the evaluation's."""
+    if cfg.source == "toy":
+        spec = {"source": "toy", "world": world}
+    else:
+        from forgetting.data.files import is_local, local_files
+        from forgetting.store import file_sha256
+
+        spec = {"source": cfg.source, "path": cfg.path, "subset": cfg.subset, "split": cfg.split,
+                "rows": {"builder": cfg.builder} if cfg.builder else
+                {"query_field": cfg.query_field, "response_field": cfg.response_field}}
+        if cfg.source == "jsonl" and is_local(cfg.path):  # an edited file is other data
+            spec["sha256"] = [file_sha256(f) for f in local_files(cfg.path)]
+    spec.update(limit=cfg.limit, format=cfg.format)
+    if cfg.format == "plain":
+        spec["prompt_template"] = cfg.prompt_template
+    return spec

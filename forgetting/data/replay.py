@@ -29,6 +29,14 @@ from forgetting.data.formats import file_builder, load_source
 from forgetting.data.jsonl import read_jsonl, write_jsonl
 
 
+def replay_spec(cfg: ReplayConfig, seed: int, world=None) -> dict:
+    """What the replay rows are drawn from: the toy world's corpus (its key), or the source whose ``max_rows``
+    sample is stored as the ``replay`` artifact (this spec is that artifact's)."""
+    if cfg.source == "toy":
+        return {"source": "toy", "world": world, "text_field": cfg.text_field, "max_rows": cfg.max_rows, "seed": seed}
+    return {"replay": asdict(cfg), "seed": seed}
+
+
 def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | str | None = None,
                        store=None) -> list[str]:
     """Exactly ``n`` replay texts in their final order.
@@ -55,7 +63,7 @@ def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | s
         if store is None:
             pool = uniform_sample(cfg, min(n, cfg.max_rows), seed)
         else:
-            art = store.build("replay", {"replay": asdict(cfg), "seed": seed}, lambda out: write_jsonl(
+            art = store.build("replay", replay_spec(cfg, seed), lambda out: write_jsonl(
                 out / "rows.jsonl", [{"text": t} for t in uniform_sample(cfg, cfg.max_rows, seed)]))
             pool = [r["text"] for r in read_jsonl(art.path / "rows.jsonl")][:n]
     else:

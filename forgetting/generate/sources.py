@@ -32,7 +32,7 @@ def _chunked(store: Store, spec: dict, n: int, chunk: int, desc: str,
     rows: list[dict] = []
     n_chunks = math.ceil(n / chunk)
     for i in tqdm(range(n_chunks), desc=desc, unit="chunk", disable=n_chunks < 2):
-        art = store.build("generate", {**spec, "chunk_size": chunk, "chunk": i},
+        art = store.build("generate", {**spec, "index": i},
                           lambda tmp, i=i: write_jsonl(tmp / "samples.jsonl", make_chunk(i, chunk)))
         rows.extend(read_jsonl(art.path / "samples.jsonl"))
     return rows[:n]
@@ -62,21 +62,35 @@ _RESOURCES = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilizat
               "kv_cache_memory_bytes", "enforce_eager")
 
 
-def _gen_spec(gen, temperature: float) -> dict:
-    skip = ("chunk", "temperature", "contextual_temperature", *_RESOURCES)
-    # hf: the keys chunks had before the vLLM knobs existed; vllm: batches are vLLM's own, seeds are per request
-    skip += ("dtype",) if gen.backend == "hf" else ("batch_size",)
-    return {**{k: v for k, v in asdict(gen).items() if k not in skip}, "temperature": temperature}
+def _gen_spec(gen, temperature: str, model_dtype: str) -> dict:
+    """The sampling settings the backend reads, under their config names (``temperature``: which of the two
+    temperatures): hf batches its rows (padding and the random stream follow the batch), vLLM schedules its own
+    batches with a seed per request and loads the weights in ``generator.dtype``."""
+    skip = ({"temperature", "contextual_temperature"} - {temperature}) | set(_RESOURCES)
+    skip |= {"dtype"} if gen.backend == "hf" else {"batch_size"}
+    spec = {k: v for k, v in asdict(gen).items() if k not in skip}
+    if gen.backend != "hf" and spec["dtype"] is None:
+        spec["dtype"] = model_dtype  # null means model.dtype: the same samples
+    return spec
 
 
 def _seed(seed: int, chunk: int) -> int:
     return seed * 1_000_003 + chunk
 
 
-def context_free(store: Store, base: Artifact, gen, n: int, *, bos_id: int, load: Callable) -> list[dict]:
-    """``n`` samples of the base model from its BOS token id alone (paper §2): ``[BOS] + completion``."""
+def context_free_spec(base: Artifact, gen, model_dtype: str, bos: dict) -> dict:
+    """The sample sequence's spec (chunk ``i``'s key adds ``i``): the base model, the start token as configured
+    (``bos``: model.bos_token / bos_token_id; the base's tokenizer resolves it) and the sampling settings."""
+    return {"model": base, "source": "context_free", "generator": _gen_spec(gen, "temperature", model_dtype),
+            "bos": bos}
+
+
+def context_free(store: Store, base: Artifact, gen, n: int, *, bos_id: int, load: Callable,
+                 model_dtype: str = "float32", bos: dict | None = None) -> list[dict]:
+    """``n`` samples of the base model from its BOS token id alone (paper §2): ``[BOS] + completion``. ``bos``: the
+    start token as configured, which resolved to ``bos_id`` (default: the tokenizer's BOS)."""
     backend = _LazyBackend(gen, load)
-    spec = {"model": base, "source": "context_free", "generator": _gen_spec(gen, gen.temperature), "bos_id": bos_id}
+    spec = context_free_spec(base, gen, model_dtype, bos or {"token": None, "id": None})
 
     def make(i: int, size: int) -> list[dict]:
         outs = backend.sample([[bos_id]] * size, gen, _seed(gen.seed, i), gen.temperature)
@@ -88,14 +102,18 @@ def context_free(store: Store, base: Artifact, gen, n: int, *, bos_id: int, load
         backend.close()
 
 
+def contextual_spec(base: Artifact, gen, model_dtype: str, prompts_key: str) -> dict:
+    return {"model": base, "source": "contextual",
+            "generator": _gen_spec(gen, "contextual_temperature", model_dtype), "prompts": prompts_key}
+
+
 def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[int]], prompts_key: str,
-               load: Callable) -> list[dict]:
+               load: Callable, model_dtype: str = "float32") -> list[dict]:
     """The base model's own answers to the fine-tuning prompts at ``generator.contextual_temperature``
-    (paper §2, CS): row ``j`` answers prompt
-    ``j mod len(prompts)``; the prompt is masked, the generated answer takes the loss."""
+    (paper §2, CS): row ``j`` answers prompt ``j mod len(prompts)``; the prompt is masked, the generated answer
+    takes the loss."""
     backend = _LazyBackend(gen, load)
-    spec = {"model": base, "source": "contextual", "generator": _gen_spec(gen, gen.contextual_temperature),
-            "prompts": prompts_key}
+    spec = contextual_spec(base, gen, model_dtype, prompts_key)
 
     def make(i: int, size: int) -> list[dict]:
         batch = [prompts[j % len(prompts)] for j in range(i * size, (i + 1) * size)]

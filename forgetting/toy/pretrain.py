@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from forgetting.config import ModelConfig
+from forgetting.config import ModelConfig, TrainerConfig
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.train.trainer import train
@@ -38,5 +38,8 @@ def pretrain(cfg: ModelConfig, world_dir: Path, out: Path, work: Path, seed: int
     model = make_model(cfg, tokenizer)
     p = cfg.pretrain
     rows = [encode_text(tokenizer, r["text"], p.seq_len) for r in read_jsonl(world_dir / "corpus.jsonl")]
-    return train(model, tokenizer, rows, out, work, steps=p.steps, lr=p.lr, batch_size=p.batch_size,
-                 warmup_ratio=p.warmup_ratio, save_steps=max(50, p.steps // 4), seed=seed, weight_decay=0.01)
+    # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
+    t = TrainerConfig(name="pretrain", lr=p.lr, batch_size=p.batch_size, grad_accum=1, warmup_ratio=p.warmup_ratio,
+                      scheduler="cosine", weight_decay=0.01, save_steps=max(50, p.steps // 4), logging_steps=10,
+                      bf16=False, gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)
+    return train(model, tokenizer, rows, out, work, t, steps=p.steps, seed=seed)

@@ -8,7 +8,7 @@ are made once, by one writer. The parent pickles the job (a function that create
 settings) into the training's work dir and runs
 ``torchrun --standalone --nproc_per_node N -m forgetting.train.distributed JOB`` (a free local port, one node).
 Each worker creates the model itself — under ZeRO-3 after the DeepSpeed config is live, so that from_pretrained
-loads every weight straight into its partitions — and runs :func:`forgetting.train.trainer.fit`; rank 0 writes the
+loads every weight straight into its partitions — and runs :func:`forgetting.train.fit.fit`; rank 0 writes the
 model and the logs into the artifact's temp dir. :func:`consolidate` then makes a plain safetensors checkpoint
 of it in the parent: from the ZeRO shards when the 16-bit gather at save is off, and with a LoRA adapter merged
 into the base weights. A fresh process also keeps DeepSpeed's global state (the live config that makes
@@ -27,9 +27,9 @@ from pathlib import Path
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
-def launch(model_fn, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, num_processes: int,
-           settings: dict) -> None:
-    """Run :func:`forgetting.train.trainer.fit` in ``num_processes`` local processes; raise if any fails."""
+def launch(model_fn, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, t, settings: dict) -> None:
+    """Run :func:`forgetting.train.fit.fit` in ``t.num_processes`` local processes (``t``: the trainer config,
+    ``settings``: fit's other keyword arguments); raise if any fails."""
     import torch
 
     if isinstance(model_fn, torch.nn.Module) or not callable(model_fn):
@@ -42,12 +42,13 @@ def launch(model_fn, rows: list[dict], pad_token_id: int, out_dir: Path, work_di
     job = work_dir / "job.pkl"
     with open(job, "wb") as f:
         pickle.dump({"model": model_fn, "rows": rows, "pad_token_id": pad_token_id, "out_dir": str(out_dir),
-                     "work_dir": str(work_dir), "settings": settings}, f)
+                     "work_dir": str(work_dir), "trainer": t, "settings": settings}, f)
     env = dict(os.environ)
     if settings["use_cpu"]:
         env["DS_ACCELERATOR"] = "cpu"
     # DeepSpeed compiles its C++ ops (only if the config asks for them) here rather than in ~/.cache
     env.setdefault("TORCH_EXTENSIONS_DIR", str(work_dir / "torch_extensions"))
+    num_processes = t.num_processes
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={num_processes}",
            "-m", __name__, str(job)]
     code = subprocess.run(cmd, env=env).returncode
@@ -95,7 +96,7 @@ def main(job_path: str) -> None:
         # accelerate and DeepSpeed pick a CPU backend (ccl) that is not installed
         from accelerate import PartialState
 
-        zero = settings["deepspeed"] is not None
+        zero = job["trainer"].deepspeed is not None
         if zero:
             import deepspeed.ops
 
@@ -105,10 +106,10 @@ def main(job_path: str) -> None:
             # dict of compatible ops in its module so that edits persist.
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         PartialState(cpu=not zero, backend="gloo")  # DeepSpeed runs on its CPU accelerator, not accelerate's
-    from forgetting.train.trainer import fit
+    from forgetting.train.fit import fit
 
-    fit(job["model"], job["rows"], job["pad_token_id"], Path(job["out_dir"]), Path(job["work_dir"]), **settings,
-        configured_state=settings["use_cpu"])
+    fit(job["model"], job["rows"], job["pad_token_id"], Path(job["out_dir"]), Path(job["work_dir"]), job["trainer"],
+        **settings, configured_state=settings["use_cpu"])
 
 
 if __name__ == "__main__":

@@ -12,9 +12,18 @@ import torch
 import torch.nn.functional as F
 from conftest import compose
 
+from forgetting.config import TrainerConfig
 from forgetting.data.encode import IGNORE, Collator, encode_pair, encode_text, pack
 from forgetting.data.jsonl import read_jsonl
 from forgetting.models import load_tokenizer
+from forgetting.parts.base import Optimizer
+
+
+class SGD(Optimizer):
+    """Plain SGD (not a registered part): padding and packing must give the same update, which SGD shows exactly."""
+
+    name = "sgd"
+    hf_optim = "sgd"
 
 
 def _tiny_llama(attn: str, seed: int = 0, vocab: int = 64):
@@ -71,7 +80,7 @@ def test_pack_keeps_every_row_once_and_respects_the_width():
 def test_packed_losses_and_gradients_equal_unpacked(attn, tmp_path):
     from transformers import TrainingArguments
 
-    from forgetting.train.trainer import Rows, WeightedTrainer
+    from forgetting.train.fit import Rows, WeightedTrainer
 
     rows = _rows()
     lengths = [len(r["input_ids"]) for r in rows]
@@ -146,8 +155,8 @@ def test_train_with_packing_takes_the_same_steps_to_the_same_weights(micro_store
     for packing in (False, True):
         model = load_model(base)
         out = tmp_path / f"out-{packing}"
-        summary = train(model, tok, rows, out, tmp_path / f"work-{packing}", steps=4, lr=0.05, batch_size=8,
-                        optim="sgd", warmup_ratio=0.0, logging_steps=1, save_steps=100, packing=packing)
+        t = TrainerConfig(lr=0.05, batch_size=8, warmup_ratio=0.0, logging_steps=1, save_steps=100, packing=packing)
+        summary = train(model, tok, rows, out, tmp_path / f"work-{packing}", t, steps=4, hooks=[SGD()])
         losses = [e["loss"] for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
                   if "loss" in e]
         results.append((summary, losses, {n: p.detach().clone() for n, p in model.named_parameters()}))

@@ -57,10 +57,11 @@ def test_greedy_decoding_ignores_the_seed(micro_store):
 
 
 def test_the_test_split_changes_the_evaluation_key_only_where_it_is_set():
-    from forgetting.pipeline import dataset_spec
+    from forgetting.data.datasets import downstream_spec
 
     plain = compose("dataset=jsonl", f"dataset.path={METAMATHQA}")
     scored = compose("dataset=jsonl", f"dataset.path={METAMATHQA}", f"dataset.test_path={METAMATHQA}",
                      "dataset.answer_pattern=answer")
-    assert dataset_spec(plain.dataset) == dataset_spec(scored.dataset)  # training and generation keys: unchanged
-    assert not {"test_path", "test_split", "answer_pattern"} & set(dataset_spec(scored.dataset))
+    # training and generation keys: unchanged
+    assert downstream_spec(plain.dataset, None) == downstream_spec(scored.dataset, None)
+    assert not {"test_path", "test_split", "answer_pattern"} & set(downstream_spec(scored.dataset, None))

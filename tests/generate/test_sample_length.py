@@ -32,9 +32,10 @@ def test_paper_presets_sample_rows_as_long_as_a_training_sequence(preset, method
 def test_toy_default_stays_127_and_an_explicit_value_wins():
     c = compose("method=cfs")
     assert (c.trainer.max_seq_len, c.generator.max_new_tokens) == (128, 127)
-    # the inputs of the toy CFS chunk keys, exactly as before the default was tied to trainer.max_seq_len
-    assert _gen_spec(c.generator, c.generator.temperature) == {
-        "backend": "hf", "top_p": 0.95, "max_new_tokens": 127, "batch_size": 64, "seed": 0, "temperature": 1.0}
+    # the sampling inputs of the toy CFS chunk keys (hf: no dtype, no engine resources)
+    assert _gen_spec(c.generator, "temperature", "float32") == {
+        "backend": "hf", "top_p": 0.95, "max_new_tokens": 127, "batch_size": 64, "chunk": 256, "seed": 0,
+        "temperature": 1.0}
     assert compose("trainer.max_seq_len=256").generator.max_new_tokens == 255
     assert compose("debug=micro").generator.max_new_tokens == 24  # conf/debug/micro.yaml sets it
     assert compose("generator.max_new_tokens=300").generator.max_new_tokens == 300

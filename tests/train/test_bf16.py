@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from forgetting.pipeline import base_stage, load, train_stage, world_stage
 from forgetting.store import Store
 from forgetting.train.l2 import ANCHOR, find_l2
-from forgetting.train.trainer import WeightedTrainer
+from forgetting.train.fit import WeightedTrainer
 
 LR = 5e-6  # paper §3
 ONE_STEP = ("debug=micro", f"trainer.lr={LR}", "trainer.max_steps=1", "trainer.warmup_ratio=0")
@@ -93,14 +93,6 @@ def test_the_bf16_checkpoint_is_stored_in_model_dtype_and_reloads(steps):
     with torch.no_grad():
         ref_loss = float(ref.float()(input_ids=ids, labels=ids).loss)
     assert loss == pytest.approx(ref_loss, rel=0.05)
-
-
-def test_a_bf16_train_key_differs_from_the_pure_bf16_models_of_earlier_versions(steps):
-    """Models trained in pure bf16 by earlier versions must not be reused; fp32 (toy) keys stay as they were."""
-    _, _, fp32_model, _ = steps["fp32"]
-    _, _, bf16_model, _ = steps["bf16"]
-    assert fp32_model.manifest["spec"].get("master_weights") is None
-    assert bf16_model.manifest["spec"]["master_weights"] == "float32"
 
 
 def test_lora_on_a_bf16_preset_trains_fp32_adapters_on_the_frozen_base_and_saves_the_merge_in_bf16(micro_store,

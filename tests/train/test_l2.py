@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import compose
 
+from forgetting.config import TrainerConfig
 from forgetting.pipeline import base_stage, load, train_stage, world_stage
 from forgetting.store import Store
 from forgetting.train.l2 import ANCHOR, find_l2, l2_penalty, with_l2
@@ -149,9 +150,11 @@ def test_training_logs_the_penalty_and_a_resumed_run_keeps_the_anchor(micro_stor
     model, tok = load(c, base)
     rows = _ft_rows(c, world, tok)
     lam = 0.1
-    kw = dict(steps=6, lr=3e-3, batch_size=8, save_steps=3, logging_steps=1, seed=0, l2_lambda=lam,
-              scheduler="constant", warmup_ratio=0.0)
-    full = train(model, tok, rows, tmp_path / "a", tmp_path / "work_a", **kw)
+    from forgetting.parts.l2 import L2, L2Knobs
+
+    t = TrainerConfig(lr=3e-3, batch_size=8, save_steps=3, logging_steps=1, scheduler="constant", warmup_ratio=0.0)
+    kw = dict(steps=6, seed=0, hooks=[L2(L2Knobs(l2_lambda=lam))])
+    full = train(model, tok, rows, tmp_path / "a", tmp_path / "work_a", t, **kw)
     curve = {e["step"]: e["l2"] for e in map(json.loads, open(tmp_path / "a" / "train_log.jsonl")) if "l2" in e}
     assert full["steps"] == 6 and sorted(curve) == [1, 2, 3, 4, 5, 6]
     # the weights drift from the anchor: a re-anchored resume at step 3 would log about curve[1] at step 4
@@ -161,7 +164,7 @@ def test_training_logs_the_penalty_and_a_resumed_run_keeps_the_anchor(micro_stor
 
     shutil.copytree(tmp_path / "work_a" / "checkpoint-3", tmp_path / "work_b" / "checkpoint-3")
     model_b, _ = load(c, base)  # the process restarts from the base; the checkpoint brings the step-3 weights
-    resumed = train(model_b, tok, rows, tmp_path / "b", tmp_path / "work_b", **kw)
+    resumed = train(model_b, tok, rows, tmp_path / "b", tmp_path / "work_b", t, **kw)
     assert resumed["resumed_from"].endswith("checkpoint-3") and resumed["steps"] == 6
     again = {e["step"]: e["l2"] for e in map(json.loads, open(tmp_path / "b" / "train_log.jsonl")) if "l2" in e}
     assert sorted(again) == [1, 2, 3, 4, 5, 6]  # 1–3 come back with the checkpoint's trainer state

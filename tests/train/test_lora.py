@@ -8,9 +8,11 @@ import torch
 from conftest import compose
 from safetensors.torch import load_file
 
+from forgetting.config import TrainerConfig
 from forgetting.data.datasets import load_downstream
 from forgetting.data.encode import encode_pair
-from forgetting.pipeline import base_stage, load, train_stage, with_lora, world_stage
+from forgetting.parts.lora import with_lora
+from forgetting.pipeline import base_stage, load, train_stage, world_stage
 from forgetting.store import Store
 from forgetting.train.trainer import train
 
@@ -58,8 +60,8 @@ def trained(micro_store, tmp_path_factory):
 
     peft_model.merge_and_unload = spy
     out, work = tmp_path_factory.mktemp("lora_out"), tmp_path_factory.mktemp("lora_work")
-    summary = train(peft_model, tok, rows, out, work, steps=3, lr=1e-2, batch_size=8, save_steps=50,
-                    logging_steps=1, seed=0)
+    summary = train(peft_model, tok, rows, out, work, TrainerConfig(lr=1e-2, batch_size=8, save_steps=50,
+                                                                    logging_steps=1), steps=3, seed=0)
     assert "logits" in seen, "train() did not merge the adapter before saving"
     return {"c": c, "base": base, "out": out, "before": before, "summary": summary, "probe": probe, **seen}
 

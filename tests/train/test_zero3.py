@@ -47,13 +47,9 @@ def _run(store_root, out, work, *overrides, method=None):
     base = base_stage(c, store, world)
     _, tok = load(c, base)
     rows = [encode_example(tok, c, r["query"], r["response"]) for r in load_downstream(c.dataset, world)]
-    t, m = c.trainer, c.method
-    summary = train(partial(trainable_model, c, base), tok, rows, out, work, steps=t.max_steps, lr=t.lr,
-                    batch_size=t.batch_size, grad_accum=t.grad_accum, save_steps=t.save_steps,
-                    logging_steps=t.logging_steps, seed=c.seed, bf16=t.bf16,
-                    gradient_checkpointing=t.gradient_checkpointing,
-                    l2_lambda=m.l2_lambda if m.regularizer.value == "l2" else 0.0,
-                    deepspeed=t.deepspeed, num_processes=t.num_processes)
+    parts = c.method.parts()
+    summary = train(partial(trainable_model, c, base), tok, rows, out, work, c.trainer, steps=c.trainer.max_steps,
+                    seed=c.seed, hooks=[parts["optimizer"], parts["regularizer"]])
     log = [json.loads(line) for line in open(out / "train_log.jsonl")]
     return {"summary": summary, "out": out, "work": work, "base": base.path, "c": c,
             "loss": {e["step"]: e["loss"] for e in log if "loss" in e},

@@ -1,0 +1,161 @@
+"""The part kinds and their registry (see :mod:`forgetting.parts`).
+
+    pytest tests/test_parts.py
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+# kind → the part a method uses when it names none
+KINDS = {"augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw", "merge": "none"}
+
+
+@dataclass
+class NoKnobs:
+    pass
+
+
+class Part:
+    """One piece of a method. Subclasses set ``name`` and, if the part has settings, ``Knobs``."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    Knobs: ClassVar[type] = NoKnobs
+    label: ClassVar[str] = ""  # how a run label names the part when the command line picks it
+
+    def __init__(self, knobs: Any = None):
+        self.knobs = knobs if knobs is not None else self.Knobs()
+
+    def spec(self) -> dict:
+        """What the part contributes to the key of the stage it changes: its name and its own knobs."""
+        return {"name": self.name, **asdict(self.knobs)}
+
+
+class Augment(Part):
+    """Rows mixed into fine-tuning, ``ratio`` of them per downstream row, with loss weight ``weight``."""
+
+    kind = "augment"
+    needs_bos: ClassVar[bool] = False  # samples from the BOS token alone (model.bos_token must resolve)
+    generates: ClassVar[bool] = False  # samples the base model (generator.backend is used)
+
+    def source_spec(self, ctx) -> dict | None:
+        """The key of the rows' source (their artifacts' spec), computed without building anything."""
+        return None
+
+    def rows(self, ctx, n: int) -> list[dict]:
+        """``n`` rows: ``{"text": ...}`` (loss on every token) or ``{"ids": [...], "n_prompt": k}``."""
+        return []
+
+    def spec_with(self, ctx) -> dict:
+        source = self.source_spec(ctx)
+        return self.spec() if source is None else {**self.spec(), "source": source}
+
+
+class Adapter(Part):
+    """What the train stage fine-tunes."""
+
+    kind = "adapter"
+    frozen_base: ClassVar[bool] = False  # the base weights are frozen: they load in model.dtype, not fp32
+
+    def wrap(self, model, seed: int):
+        return model
+
+
+class TrainHook(Part):
+    """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose, ``log`` adds
+    to the logged values. Both run in every training process (parts are pickled to DeepSpeed's workers)."""
+
+    hf_optim: ClassVar[str | None] = None  # an optimizer part: the HF Trainer's ``optim`` name
+
+    def optimizer(self, cls: type, kwargs: dict) -> tuple[type, dict]:
+        return cls, kwargs
+
+    def log(self, trainer, logs: dict) -> None:
+        pass
+
+
+class Regularizer(TrainHook):
+    kind = "regularizer"
+
+
+class Optimizer(TrainHook):
+    kind = "optimizer"
+
+
+class Merge(Part):
+    """A post-hoc merge of the fine-tuned weights with the base's (after the train stage)."""
+
+    kind = "merge"
+
+    def merge(self, base_dir, tuned_dir, out_dir) -> None:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, dict[str, type[Part]]] = {kind: {} for kind in KINDS}
+_KNOBS: dict[str, tuple[type, dataclasses.Field, type]] = {}  # knob → (its type, its field, the Knobs class)
+
+
+def register(cls: type[Part]) -> type[Part]:
+    """Class decorator: make ``cls`` a part ``method.<kind>=<name>`` can pick. A knob name belongs to one
+    ``Knobs`` class, so two parts share a knob only by sharing the class."""
+    if cls.kind not in KINDS:
+        raise TypeError(f"part {cls.__name__}: kind={cls.kind!r} is invalid: expected one of {', '.join(KINDS)}")
+    known = _REGISTRY[cls.kind].get(cls.name)
+    if not cls.name or (known is not None and known.__qualname__ != cls.__qualname__):
+        raise TypeError(f"part {cls.__name__}: name={cls.name!r} is invalid: expected a new {cls.kind} name")
+    hints = typing.get_type_hints(cls.Knobs)
+    for f in dataclasses.fields(cls.Knobs):
+        owner = _KNOBS.get(f.name)
+        if owner is not None and owner[2].__qualname__ != cls.Knobs.__qualname__:
+            raise TypeError(f"part {cls.name}: knob {f.name!r} is already a knob of {owner[2].__qualname__}: "
+                            "expected a new name, or the same Knobs class")
+        _KNOBS[f.name] = (hints[f.name], f, cls.Knobs)
+    _REGISTRY[cls.kind][cls.name] = cls
+    return cls
+
+
+def parts_of(kind: str) -> dict[str, type[Part]]:
+    return _REGISTRY[kind]
+
+
+def knob_fields() -> list[tuple[str, type, dataclasses.Field]]:
+    """Every registered part's knobs, as ``make_dataclass`` fields of ``MethodConfig``."""
+    out = []
+    for name, (tp, f, _) in _KNOBS.items():
+        default = (dataclasses.field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
+                   else dataclasses.field(default=f.default))
+        out.append((name, tp, default))
+    return out
+
+
+def active(method) -> dict[str, Part]:
+    """kind → the part instance ``method`` picks, with its knobs read from the method config."""
+    out = {}
+    for kind in KINDS:
+        cls = _REGISTRY[kind][getattr(method, kind)]
+        knobs = cls.Knobs(**{f.name: getattr(method, f.name) for f in dataclasses.fields(cls.Knobs)})
+        out[kind] = cls(knobs)
+    return out
+
+
+def check_knob(ok: bool, knob: str, value: Any, expected: str) -> None:
+    """A part knob's check, named as the command line sets it (``method.<knob>``)."""
+    from forgetting.config import ConfigError
+
+    if not ok:
+        raise ConfigError(f"method.{knob}={value!r} is invalid: expected {expected}")
+
+
+@dataclass
+class MixKnobs:
+    """The knobs every augmentation part shares (paper Eq. 2)."""
+
+    ratio: float = 1.0  # augmentation rows per downstream row (paper §3: 1:1 unless set)
+    weight: float = 1.0  # loss weight of the augmentation rows (λ in the paper's Eq. 2)
+
+    def __post_init__(self) -> None:
+        check_knob(self.ratio >= 0, "ratio", self.ratio, "a number >= 0")
+        check_knob(self.weight >= 0, "weight", self.weight, "a number >= 0")

@@ -1,0 +1,28 @@
+"""The parts a method uses when it adds nothing of a kind: no augmentation, full fine-tuning, no regularizer, no
+merge (plain FT, paper §2).
+
+    python launch.py method=ft
+"""
+from __future__ import annotations
+
+from forgetting.parts.base import Adapter, Augment, Merge, Regularizer, register
+
+
+@register
+class NoAugment(Augment):
+    name = "none"
+
+
+@register
+class Full(Adapter):
+    name = "full"
+
+
+@register
+class NoRegularizer(Regularizer):
+    name = "none"
+
+
+@register
+class NoMerge(Merge):
+    name = "none"

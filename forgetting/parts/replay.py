@@ -1,0 +1,26 @@
+"""P: replay of pretraining documents (paper §3; Rolnick et al. 2019), with loss on every token.
+
+    python launch.py method=replay                                     # the toy world's corpus
+    python launch.py method=replay replay.source=jsonl replay.path='/data/dolma/*.json.gz'
+"""
+from __future__ import annotations
+
+from forgetting.parts.base import Augment, MixKnobs, register
+
+
+@register
+class Replay(Augment):
+    name = "replay"
+    Knobs = MixKnobs
+    label = "P"
+
+    def source_spec(self, ctx) -> dict:
+        from forgetting.data.replay import replay_spec
+
+        return replay_spec(ctx.c.replay, ctx.c.generator.seed, ctx.world)
+
+    def rows(self, ctx, n: int) -> list[dict]:
+        from forgetting.data.replay import load_replay_corpus
+
+        world = ctx.world.path if ctx.world is not None else None
+        return [{"text": t} for t in load_replay_corpus(ctx.c.replay, n, ctx.c.generator.seed, world, ctx.store)]

@@ -1,0 +1,137 @@
+"""One training run in this process: HF ``Trainer`` with a per-token weighted loss, the method's hooks, checkpoints
+and resume. ``forgetting.train.trainer.train`` calls it here or in each of N worker processes
+(``forgetting.train.distributed``).
+
+    pytest tests/train/test_l2.py tests/data/test_packing.py
+
+The loss is ``sum(w_t * CE_t) / #loss-tokens`` over the (accumulated) batch: with all weights 1 it is HF's own
+token-mean loss; augmentation rows carry ``w = method.weight`` (λ of the paper's Eq. 2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from forgetting.data.encode import IGNORE, Collator
+from forgetting.models import DTYPES
+
+
+class Rows(Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+class WeightedTrainer(Trainer):
+    """The per-token weighted loss, and the method's hooks into the update (``forgetting.parts.base.TrainHook``:
+    e.g. the ℓ2 anchor in the optimizer, its penalty in the logs)."""
+
+    def __init__(self, *args, hooks: Sequence = (), **kwargs):
+        self.hooks = list(hooks)
+        super().__init__(*args, **kwargs)
+
+    def get_optimizer_cls_and_kwargs(self, args, model=None):
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        for hook in self.hooks:
+            cls, kwargs = hook.optimizer(cls, kwargs)
+        return cls, kwargs
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        for hook in self.hooks:
+            hook.log(self, logs)
+        super().log(logs, start_time)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weight = inputs.pop("loss_weight")
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits[:, :-1].float()
+        target, w = labels[:, 1:], weight[:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                             ignore_index=IGNORE, reduction="none")
+        # num_items_in_batch counts loss tokens over every micro-batch of the accumulated step (HF fix for the
+        # gradient-accumulation loss bug), so the sum here must be divided by it, not by this micro-batch's count
+        denom = num_items_in_batch if num_items_in_batch is not None else (target != IGNORE).sum().clamp(min=1)
+        loss = (ce * w.reshape(-1)).sum() / denom
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+
+def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, t, *, steps: int, seed: int = 0,
+        hooks: Sequence = (), use_cpu: bool = True, configured_state: bool = False, report_to: str = "none",
+        save_dtype: str | None = None) -> dict:
+    """The training itself, in this process (one of the workers when distributed); see
+    :func:`forgetting.train.trainer.train`. Only the main process writes: the model, ``train_log.jsonl`` and
+    ``train_summary.json`` into ``out_dir``."""
+    optim = next((h.hf_optim for h in hooks if getattr(h, "hf_optim", None)), "adamw_torch")
+    args = TrainingArguments(
+        output_dir=str(work_dir),
+        max_steps=steps,
+        learning_rate=t.lr,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        warmup_steps=max(0, round(t.warmup_ratio * steps)),
+        lr_scheduler_type=t.scheduler,
+        weight_decay=t.weight_decay,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        seed=seed,
+        data_seed=seed,
+        bf16=t.bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
+        optim=optim,
+        use_cpu=use_cpu,
+        report_to=report_to,  # "wandb": HF's WandbCallback logs the curves into the active run
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        deepspeed=t.deepspeed,
+        # the workers on CPU set up their gloo process group before this (forgetting.train.distributed)
+        accelerator_config={"use_configured_state": True} if configured_state else None,
+    )
+    if not isinstance(model, torch.nn.Module):
+        # created after TrainingArguments: under ZeRO-3 its live DeepSpeed config makes from_pretrained load
+        # each weight straight into its partitions
+        model = model()
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=Rows(rows),
+                              data_collator=Collator(pad_token_id, packing=t.packing), hooks=hooks)
+    resume = get_last_checkpoint(str(work_dir)) if Path(work_dir).exists() else None
+    result = trainer.train(resume_from_checkpoint=resume)
+    if trainer.is_deepspeed_enabled:
+        # every rank joins the gather; rank 0 writes the 16-bit weights, or the ZeRO checkpoint when
+        # stage3_gather_16bit_weights_on_model_save is off (a peft model: its adapter); distributed.consolidate
+        # turns either into the plain checkpoint
+        trainer.save_model(str(out_dir))
+    else:
+        # training is over: the weights are rounded to save_dtype once, here (LoRA after the merge, which adds the
+        # fp32 adapters' product to the base weights)
+        final = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        if save_dtype is not None:
+            final.to(DTYPES[save_dtype])
+        if final is not model:
+            if args.should_save:
+                final.save_pretrained(str(out_dir))
+        else:
+            trainer.save_model(str(out_dir))
+    summary = {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss}
+    if args.should_save:
+        with open(Path(out_dir) / "train_log.jsonl", "w") as f:
+            for entry in trainer.state.log_history:
+                f.write(json.dumps(entry) + "\n")
+        (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
