@@ -98,7 +98,8 @@ def run_case(launch: Path, case: tuple, d: Path, olmo: Path, tmp: Path) -> tuple
     if not any(a.startswith("store_dir=") for a in args):
         args.append(f"store_dir={store}")
     proc = subprocess.run([sys.executable, str(launch), *args, f"hydra.run.dir={tmp / 'run'}"], cwd=tmp,
-                          env={**os.environ, **{k: v.format(d=d) for k, v in env.items()}}, capture_output=True, text=True, timeout=300)
+                          env={**os.environ, **{k: v.format(d=d) for k, v in env.items()}}, capture_output=True,
+                          text=True, timeout=300)
     return proc, store
 
 

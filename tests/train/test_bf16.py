@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from forgetting.pipeline import base_stage, load, train_stage, world_stage
 from forgetting.store import Store
-from forgetting.train.l2 import ANCHOR, find_l2
 from forgetting.train.fit import WeightedTrainer
+from forgetting.train.l2 import ANCHOR, find_l2
 
 LR = 5e-6  # paper §3
 ONE_STEP = ("debug=micro", f"trainer.lr={LR}", "trainer.max_steps=1", "trainer.warmup_ratio=0")
