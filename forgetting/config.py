@@ -641,7 +641,6 @@ def _check_tasks(c: Config) -> None:
 
 def _model_tokenizer(c: Config):
     """The model's tokenizer, if it loads without building anything; a hub id that cannot load offline is refused."""
-    from dataclasses import asdict
     from pathlib import Path
 
     m = c.model
@@ -658,9 +657,10 @@ def _model_tokenizer(c: Config):
                    "a local directory: set model.path to a local snapshot of the model (HF_HUB_OFFLINE=1 is set and "
                    "the local hub cache has no snapshot of this hub id)")
     elif m.source == "toy":
+        from forgetting.pipeline import world_spec
         from forgetting.store import key_of
 
-        path, revision = Path(c.store_dir).expanduser() / "world" / key_of("world", asdict(c.world)) / "tokenizer", None
+        path, revision = Path(c.store_dir).expanduser() / "world" / key_of("world", world_spec(c)) / "tokenizer", None
         if not path.is_dir():  # the world is not built yet: checked when it is (forgetting/pipeline.py)
             return None
     else:

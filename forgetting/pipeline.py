@@ -30,7 +30,7 @@ MERGE_VERSION = 1
 
 # ---- what each stage reads: its key ------------------------------------------------------------------------
 def world_spec(c: Config) -> dict:
-    return asdict(c.world)
+    return {k: v for k, v in asdict(c.world).items() if k != "name"}  # the option's name builds nothing
 
 
 def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
@@ -93,8 +93,14 @@ def train_spec(c: Config, inputs: Inputs) -> dict:
     return {"version": TRAIN_VERSION, "base": inputs.base, "data": inputs.data_spec(),
             "augment": parts["augment"].spec_with(inputs),
             **{kind: parts[kind].spec() for kind in ("adapter", "regularizer", "optimizer")},
-            "trainer": {k: v for k, v in asdict(c.trainer).items() if k != "name"}, "seed": c.seed,
-            "dtype": c.model.dtype}
+            "trainer": trainer_spec(c.trainer), "seed": c.seed, "dtype": c.model.dtype}
+
+
+def trainer_spec(t) -> dict:
+    """The trainer settings that shape the model: not the option's name, not the checkpoint period (a resumed run
+    ends where an uninterrupted one does), not ``epochs`` when ``max_steps`` sets the step count."""
+    skip = {"name", "save_steps"} | ({"epochs"} if t.max_steps is not None else set())
+    return {k: v for k, v in asdict(t).items() if k not in skip}
 
 
 def merge_spec(c: Config, base: Artifact, tuned: Artifact) -> dict:
@@ -279,8 +285,8 @@ EVALUATE_VERSION = 1
 
 def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: Artifact | None = None) -> dict:
     e = c.eval
-    spec = {"version": EVALUATE_VERSION, "model": model_art, "eval": eval_spec(e), "world": world,
-            "prompt": c.dataset.prompt_template}
+    spec = {"version": EVALUATE_VERSION, "model": model_art, "dtype": c.model.dtype, "eval": eval_spec(e),
+            "world": world, "prompt": c.dataset.prompt_template}
     if e.corpora:
         from forgetting.data.offline import python_version
 
