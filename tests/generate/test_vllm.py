@@ -199,22 +199,22 @@ def test_bad_vllm_knobs_fail_in_one_line(override, needle):
     assert "\n" not in str(err.value)
 
 
-def test_hf_chunk_keys_are_unchanged_and_vllm_keys_skip_resources():
+def test_chunk_keys_read_the_sampling_settings_and_vllm_keys_skip_resources():
     hf = GeneratorConfig()
-    # the keys every stored hf chunk was made with before the vLLM knobs existed
-    assert set(sources._gen_spec(hf, 1.0)) == {"backend", "top_p", "max_new_tokens", "batch_size", "seed",
-                                               "temperature"}
+    assert set(sources._gen_spec(hf, "temperature", "float32")) == {"backend", "top_p", "max_new_tokens",
+                                                                   "batch_size", "chunk", "seed", "temperature"}
     v = GeneratorConfig(backend="vllm")
-    spec = sources._gen_spec(v, 1.0)
-    assert spec["backend"] == "vllm" and "dtype" in spec and "batch_size" not in spec
+    spec = sources._gen_spec(v, "temperature", "float32")
+    assert spec["backend"] == "vllm" and spec["dtype"] == "float32" and "batch_size" not in spec
     for resources in ({"tensor_parallel_size": 8}, {"data_parallel_size": 2}, {"gpu_memory_utilization": 0.5},
                       {"max_model_len": 2048}, {"batch_size": 7}, {"kv_cache_memory_bytes": 2 ** 20},
-                      {"enforce_eager": True}):
-        assert sources._gen_spec(GeneratorConfig(backend="vllm", **resources), 1.0) == spec
-    assert sources._gen_spec(GeneratorConfig(backend="vllm", dtype="float16"), 1.0) != spec
+                      {"enforce_eager": True}, {"dtype": "float32"}):  # null dtype = model.dtype: the same
+        assert sources._gen_spec(GeneratorConfig(backend="vllm", **resources), "temperature", "float32") == spec
+    assert sources._gen_spec(GeneratorConfig(backend="vllm", dtype="float16"), "temperature", "float32") != spec
     cpu = compose("generator=vllm_cpu").generator  # the CPU preset: the same samples as generator=vllm
     assert (cpu.backend, cpu.enforce_eager, cpu.kv_cache_memory_bytes) == ("vllm", True, 2 ** 30)
-    assert sources._gen_spec(cpu, 1.0) == sources._gen_spec(compose("generator=vllm").generator, 1.0)
+    assert sources._gen_spec(cpu, "temperature", "float32") == sources._gen_spec(
+        compose("generator=vllm").generator, "temperature", "float32")
 
 
 # ------------------------------------------------------------------------------------------ missing vLLM
