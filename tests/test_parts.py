@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import ROOT
 from safetensors.torch import load_file
 
@@ -79,4 +78,3 @@ def test_every_part_pickles_for_training_workers():
         parts = MethodConfig(**preset).parts()
         again = pickle.loads(pickle.dumps(parts))
         assert {k: p.spec() for k, p in again.items()} == {k: p.spec() for k, p in parts.items()}
-    assert torch is not None
