@@ -78,3 +78,42 @@ def test_every_part_pickles_for_training_workers():
         parts = MethodConfig(**preset).parts()
         again = pickle.loads(pickle.dumps(parts))
         assert {k: p.spec() for k, p in again.items()} == {k: p.spec() for k, p in parts.items()}
+
+
+class _Counting(Regularizer):
+    """Not registered: a hook that sees every micro-batch step and logs how many it saw."""
+
+    name = "counting"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
+        self.calls += 1
+        return step(model, inputs, num_items_in_batch)
+
+    def log(self, trainer, logs: dict) -> None:
+        logs["steps_seen"] = self.calls
+
+
+def test_trainer_hooks_wrap_every_micro_batch_step(micro_store, tmp_path):
+    from conftest import compose
+
+    from forgetting.config import TrainerConfig
+    from forgetting.data.datasets import load_downstream
+    from forgetting.pipeline import base_stage, encode_example, load, world_stage
+    from forgetting.store import Store
+    from forgetting.train.trainer import train
+
+    c = compose("debug=micro", f"store_dir={micro_store}")
+    store = Store(micro_store)
+    world = world_stage(c, store)
+    model, tok = load(c, base_stage(c, store, world))
+    rows = [encode_example(tok, c, r["query"], r["response"]) for r in load_downstream(c.dataset, world)[:16]]
+    hook = _Counting()
+    t = TrainerConfig(lr=1e-3, batch_size=4, grad_accum=2, logging_steps=1, save_steps=100)
+    train(model, tok, rows, tmp_path / "out", tmp_path / "work", t, steps=3, hooks=[hook])
+    assert hook.calls == 3 * 2  # 3 optimizer steps of 2 micro-batches
+    logged = [json.loads(line) for line in open(tmp_path / "out" / "train_log.jsonl")]
+    assert [e["steps_seen"] for e in logged if "loss" in e] == [2, 4, 6]

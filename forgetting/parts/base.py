@@ -65,13 +65,18 @@ class Adapter(Part):
 
 
 class TrainHook(Part):
-    """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose, ``log`` adds
-    to the logged values. Both run in every training process (parts are pickled to DeepSpeed's workers)."""
+    """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose,
+    ``training_step`` wraps one micro-batch's forward and backward (e.g. a second pass at perturbed weights), ``log``
+    adds to the logged values. All run in every training process (parts are pickled to DeepSpeed's workers)."""
 
     hf_optim: ClassVar[str | None] = None  # an optimizer part: the HF Trainer's ``optim`` name
 
     def optimizer(self, cls: type, kwargs: dict) -> tuple[type, dict]:
         return cls, kwargs
+
+    def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
+        """``step(model, inputs, num_items_in_batch)`` is the step without this hook; returns the detached loss."""
+        return step(model, inputs, num_items_in_batch)
 
     def log(self, trainer, logs: dict) -> None:
         pass

@@ -10,6 +10,7 @@ token-mean loss; augmentation rows carry ``w = method.weight`` (λ of the paper'
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +48,12 @@ class WeightedTrainer(Trainer):
         for hook in self.hooks:
             cls, kwargs = hook.optimizer(cls, kwargs)
         return cls, kwargs
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        step = super().training_step
+        for hook in reversed(self.hooks):  # the first hook is the outermost
+            step = partial(hook.training_step, self, step)
+        return step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for hook in self.hooks:
