@@ -299,7 +299,8 @@ def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: 
     if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
         d = c.dataset
         spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
-                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len}
+                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len,
+                        "max_new_tokens": e.max_gen_toks, "batch_size": e.batch_size}
     return spec
 
 
@@ -395,21 +396,29 @@ def test_split_rows(c: Config) -> list[dict]:
     return load_rows(d, test=True)[: c.eval.limit]
 
 
-# eval knobs that validation applies to the generative entries (EvalConfig.__post_init__): the key sees their
-# effect there, and evaluations stored before they existed keep their keys
-_EVAL_APPLIED = ("generative_limit", "generative_max_new_tokens", "benchmark_dir")
-# eval knobs added after evaluations were stored: at these values evaluation is what it was before they existed
-_EVAL_DEFAULTS = {"include_path": [], "gen_kwargs": {}, "corpora": [], "corpus_docs": 64, "corpus_max_len": 256,
-                  "base_samples": 0}
+_LMEVAL_KNOBS = ("tasks", "downstream", "groups", "fewshot", "metrics", "num_fewshot", "limit", "batch_size",
+                 "max_gen_toks", "hflm", "gen_kwargs")
 
 
 def eval_spec(e) -> dict:
-    """The evaluation settings, with each task directory of ``eval.include_path`` keyed by its contents too: an
-    edited task YAML or data file is a new evaluation, not a stale cache hit."""
-    spec = {k: v for k, v in asdict(e).items()
-            if k not in _EVAL_APPLIED and (k not in _EVAL_DEFAULTS or v != _EVAL_DEFAULTS[k])}
-    if e.include_path:
-        spec["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())} for p in e.include_path]
+    """The settings the active evaluators read (an evaluator that does not run adds nothing): lm-eval's, with each
+    task directory of ``eval.include_path`` keyed by its contents (an edited task YAML or data file is a new
+    evaluation, not a stale cache hit); the held-out losses'; the base samples'; the generative benchmarks' (with
+    ``eval.generative_limit`` etc. already applied to each entry)."""
+    spec: dict = {}
+    if e.tasks or e.downstream:
+        spec["lmeval"] = {k: getattr(e, k) for k in _LMEVAL_KNOBS}
+        spec["lmeval"]["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())}
+                                          for p in e.include_path]
+    if e.heldout_loss:
+        spec["heldout_loss"] = True
+    if e.corpora:
+        spec["corpora"] = {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len,
+                           "batch_size": e.batch_size}
+    if e.base_samples:
+        spec["base_samples"] = {"n": e.base_samples, "batch_size": e.batch_size}
+    if e.generative:
+        spec["generative"] = {"benchmarks": [asdict(b) for b in e.generative], "batch_size": e.batch_size}
     return spec
 
 

@@ -100,9 +100,8 @@ def test_a_missing_include_path_fails_at_composition(tmp_path):
 
 
 def test_the_task_files_are_part_of_the_evaluation_key(tmp_path):
-    """An edited task YAML or data file is a new evaluation; without include paths the spec is what it was."""
+    """An edited task YAML or data file is a new evaluation."""
     import shutil
-    from dataclasses import asdict
 
     from conftest import compose
 
@@ -115,8 +114,7 @@ def test_the_task_files_are_part_of_the_evaluation_key(tmp_path):
     with open(tasks / "data" / "piqa.jsonl", "a") as f:
         f.write('{"goal": "To dry wet socks,", "sol1": "hang them up.", "sol2": "put them in soup.", "label": 0}\n')
     assert key_of("evaluate", eval_spec(c.eval)) != before
-    plain = compose().eval
-    # the fields evaluations were keyed by before the knobs added since (at their defaults) existed
-    before_knobs = ("name", "tasks", "downstream", "groups", "fewshot", "generative", "metrics", "num_fewshot",
-                    "limit", "batch_size", "heldout_loss", "max_gen_toks", "hflm")
-    assert eval_spec(plain) == {k: v for k, v in asdict(plain).items() if k in before_knobs}
+    # an include path of tasks that are not evaluated is read by nothing
+    assert eval_spec(compose(f"eval.include_path=[{tasks}]", "eval.tasks=[]", "eval.downstream=[]").eval) == \
+        eval_spec(compose("eval.tasks=[]", "eval.downstream=[]").eval)
+
