@@ -1,6 +1,6 @@
 """Mixing downstream rows with augmentation rows at a ratio, and the step count that mixes do not change.
 
-    pytest tests/data/test_mix.py
+    pytest tests/data/test_encode.py
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Held-out text that a real model was trained on and that is available offline: the Python standard library.
 
     python launch.py +experiment=smollm2 debug=dry
-    pytest tests/data/test_offline.py
+    pytest tests/evaluate/test_heldout.py
 
 Pretraining mixtures of open models (SmolLM2's among them) contain public Python code, and the standard
 library's own source is among the most copied Python there is; its docstrings are English prose written for

@@ -1,6 +1,6 @@
 """The lm-eval adapter: ``simple_evaluate`` on an in-memory model, and results as ``group/task/metric``.
 
-    pytest tests/evaluate/test_lmeval.py
+    pytest tests/evaluate/test_lmeval_suite.py tests/evaluate/test_lmeval_fixtures.py
 
 The toy world's probes are ordinary lm-eval tasks: YAML files written next to the data they point at
 (``dataset_path: json``) and loaded with ``TaskManager(include_path=...)``. Multiple-choice probes are scored by

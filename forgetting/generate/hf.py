@@ -2,7 +2,7 @@
 
     pytest tests/generate/test_context_free.py
 
-Prompts are token ids, never strings, so no tokenizer can add a second BOS (DESIGN.md, paper settings).
+Prompts are token ids, never strings, so no tokenizer can add a second BOS (paper §2, Table 1).
 Seeding is per call: ``sample(..., seed=s)`` draws the same completions for the same prompts every time.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ tensor_parallel_size=, gpu_memory_utilization=, max_model_len=, trust_remote_cod
 ``kv_cache_memory_bytes`` (vLLM >= 0.11) and ``enforce_eager`` are passed only when set.
 
 - Prompts are ``TokensPrompt``s (the dict ``{"prompt_token_ids": [...]}``), never strings, so vLLM adds no second
-  BOS: a context-free prompt is the BOS id alone (DESIGN.md, paper settings).
+  BOS: a context-free prompt is the BOS id alone (paper §2, Table 1).
 - Every request carries its own seed, hashed from (the call's seed, the request's index in the call), so a
   sample does not depend on which other requests share its batch, its engine or its data-parallel shard
   (up to the floating-point effects of batching, which vLLM does not promise to remove).

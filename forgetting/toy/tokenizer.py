@@ -1,6 +1,6 @@
 """Byte-level BPE tokenizer for the toy world, with real BOS/EOS/PAD tokens.
 
-    pytest tests/toy/test_world.py
+    pytest tests/data/test_encode.py
 
 Like Llama's, it prepends BOS when asked for special tokens, so ``tokenizer(text)`` starts with BOS and
 ``tokenizer(text, add_special_tokens=False)`` does not; EOS is appended by the data code where a document ends.
