@@ -306,8 +306,9 @@ def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
                    base: Artifact | None = None) -> dict:
+    from forgetting.evaluate.average import average
     from forgetting.evaluate.heldout import heldout_loss, rows_loss
-    from forgetting.evaluate.lmeval import extract, run_lmeval, summarize, write_toy_tasks
+    from forgetting.evaluate.lmeval import columns, extract, run_lmeval, write_toy_tasks
 
     e = c.eval
     spec = evaluate_spec(c, model_art, world, base)
@@ -324,6 +325,7 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
                           or test or not vllm)
         model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
         metrics: dict[str, float] = {}
+        members: dict[str, list[str]] = {"pre": [], "down": []}  # each evaluator's top-level columns: the Avg.
         if e.tasks or e.downstream:
             include = [write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
                 if world is not None else []
@@ -331,7 +333,9 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
                              num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
                              hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
             if e.tasks:
-                metrics.update(summarize(raw, e.tasks, e.groups, e.metrics, "pre"))  # tasks, groups, the Avg.
+                pre, top = columns(raw, e.tasks, e.groups, e.metrics, "pre")  # tasks, groups
+                metrics.update(pre)
+                members["pre"] += top
             metrics.update(extract(raw, e.downstream, "down", e.metrics))
             (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
         if test:
@@ -376,10 +380,9 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
                 if backend is not None:
                     backend.close()
             metrics.update(gen)
-            for group in ("pre", "down"):  # the paper's Avg. columns of Table 5
-                accs = [v for k, v in gen.items() if k.startswith(f"{group}/") and k.endswith("/acc")]
-                if accs and f"{group}/avg" not in metrics:
-                    metrics[f"{group}/avg"] = sum(accs) / len(accs)
+            for group in members:  # each benchmark's accuracy (paper Table 5)
+                members[group] += [k for k in gen if k.startswith(f"{group}/") and k.endswith("/acc")]
+        metrics.update(average(metrics, members))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
     art = store.build("evaluate", spec, make)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT, compose
 
 from forgetting.pipeline import base_stage, load, run, train_stage, world_stage
@@ -117,3 +118,15 @@ def test_generative_suite_runs_end_to_end_on_the_toy_model(micro_store, tmp_path
     first = json.loads(records[0])
     assert {"prompt", "response", "extracted", "correct"} <= set(first)
     assert first["prompt"].startswith("Question : ")
+
+
+def test_a_suite_mixing_lm_eval_tasks_and_benchmarks_averages_both(micro_store, tmp_path):
+    """pre/avg is the mean of every top-level pre-existing column, whichever evaluator made it: the toy lm-eval
+    tasks and a generative benchmark here (before, the benchmark silently dropped out of the Avg.)."""
+    bench = ROOT / "tests" / "fixtures" / "benchmarks" / "aime24.jsonl"
+    c = compose("debug=micro", f"store_dir={micro_store}", "method=base", "eval.tasks=[toy_facts,toy_patterns]",
+                "eval.downstream=[]", f"eval.generative=[{{name: aime, kind: math, path: '{bench}', split: train, "
+                "n_samples: 1, max_new_tokens: 4, prompt_template: 'Question : {question}, Answer :'}]")
+    m = run(c, tmp_path / "run")["metrics"]
+    columns = [m["pre/facts/acc"], m["pre/patterns/acc"], m["pre/aime/acc"]]
+    assert m["pre/avg"] == pytest.approx(sum(columns) / 3)

@@ -169,11 +169,8 @@ def task_short_name(task: str) -> str:
 def extract(results: dict, tasks: list[str], group: str, metrics: dict[str, str]) -> dict[str, float]:
     """``{group/task/metric: value}`` from lm-eval results; ``metrics`` maps a task to its ``metric,filter``
     key (default ``acc,none``). A task that lm-eval did not report is an error, not a silent zero."""
-    out = {}
-    for task in tasks:
-        key = metrics.get(task, "acc,none")
-        out[f"{group}/{task_short_name(task)}/{key.split(',')[0]}"] = _value(results, task, key)
-    return out
+    return {name: _value(results, task, metrics.get(task, "acc,none"))
+            for task, name in zip(tasks, extract_keys(tasks, group, metrics))}
 
 
 def _value(results: dict, task: str, key: str) -> float:
@@ -186,24 +183,36 @@ def _value(results: dict, task: str, key: str) -> float:
 
 def summarize(results: dict, tasks: list[str], groups: dict[str, list[str]], metrics: dict[str, str],
               group_prefix: str = "pre") -> dict[str, float]:
-    """The pre-existing-ability columns of the paper's tables (Appendix C), as fractions in [0, 1].
+    """:func:`columns` and their Avg. (``forgetting.evaluate.average``)."""
+    from forgetting.evaluate.average import average
+
+    out, top = columns(results, tasks, groups, metrics, group_prefix)
+    return {**out, **average(out, {group_prefix: top})}
+
+
+def columns(results: dict, tasks: list[str], groups: dict[str, list[str]], metrics: dict[str, str],
+            group_prefix: str = "pre") -> tuple[dict[str, float], list[str]]:
+    """The pre-existing-ability columns of the paper's tables (Appendix C), as fractions in [0, 1], and the keys of
+    the top-level ones, which make its Avg.
 
     Per task, ``{prefix}/{task}/{metric}``, read from lm-eval's row for that name; an lm-eval *group* task
     (mmlu, bbh, agieval_en) has its own aggregate row there (size-weighted over its subtasks), so it is read
-    the same way. Then each of ``groups`` is the unweighted mean of its member tasks
-    (``pre/commonsense/acc``), and ``{prefix}/avg`` the mean of the top-level columns: the groups and the
-    tasks in no group (Commonsense, MMLU, BBH, AGIEval → the paper's "Avg.")."""
+    the same way. Then each of ``groups`` is the unweighted mean of its member tasks (``pre/commonsense/acc``).
+    The top-level columns are the groups and the tasks in no group (Commonsense, MMLU, BBH, AGIEval → the paper's
+    "Avg.")."""
     out = extract(results, tasks, group_prefix, metrics)
     grouped = {t for members in groups.values() for t in members}
-    top = [_value(results, t, metrics.get(t, "acc,none")) for t in tasks if t not in grouped]
+    top = [k for t, k in zip(tasks, extract_keys(tasks, group_prefix, metrics)) if t not in grouped]
     for name, members in groups.items():
         if not members:
             raise ValueError(f"eval.groups.{name} has no member tasks")
         keys = [metrics.get(t, "acc,none") for t in members]
         names = {k.split(",")[0] for k in keys}
-        value = sum(_value(results, t, k) for t, k in zip(members, keys)) / len(members)
-        out[f"{group_prefix}/{name}/{names.pop() if len(names) == 1 else 'mean'}"] = value
-        top.append(value)
-    if top:
-        out[f"{group_prefix}/avg"] = sum(top) / len(top)
-    return out
+        key = f"{group_prefix}/{name}/{names.pop() if len(names) == 1 else 'mean'}"
+        out[key] = sum(_value(results, t, k) for t, k in zip(members, keys)) / len(members)
+        top.append(key)
+    return out, top
+
+
+def extract_keys(tasks: list[str], group: str, metrics: dict[str, str]) -> list[str]:
+    return [f"{group}/{task_short_name(t)}/{metrics.get(t, 'acc,none').split(',')[0]}" for t in tasks]
