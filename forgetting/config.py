@@ -259,8 +259,9 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         _check(bool(self.name), "eval.generative[].name", self.name, "a non-empty name")
         _check(self.group in ("pre", "down"), f"eval.generative[{self.name}].group", self.group, "'pre' or 'down'")
-        _check(self.kind in ("math", "gpqa", "livecodebench", "medical_mc"), f"eval.generative[{self.name}].kind",
-               self.kind, "math, gpqa, livecodebench or medical_mc")
+        from forgetting.evaluate.benchmarks import KINDS
+
+        _check(self.kind in KINDS, f"eval.generative[{self.name}].kind", self.kind, f"one of {', '.join(KINDS)}")
         _check(self.n_samples > 0, f"eval.generative[{self.name}].n_samples", self.n_samples, "a positive integer")
         _check_local(f"eval.generative[{self.name}].path", self.path)
         _check(self.temperature > 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number > 0")

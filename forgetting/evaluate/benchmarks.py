@@ -21,14 +21,15 @@ import io
 import json
 import pickle
 import zlib
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from forgetting.config import BenchmarkConfig
 from forgetting.data.encode import encode_prompt
 from forgetting.data.formats import chat_prompt_text, encode_rendered, file_builder
-from forgetting.evaluate.graders import GPQA_INSTRUCTION
+from forgetting.evaluate.graders import GPQA_INSTRUCTION, grade_code, grade_math, grade_multiple_choice
 
-__all__ = ["INSTRUCTIONS", "LOADERS", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
+__all__ = ["KINDS", "Kind", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
            "load_livecodebench", "load_math", "load_medical_mc", "load_problems", "user_text"]
 
 THINK = "<think>\n"  # paper Appendix C: "we append a <think> token to the query"
@@ -48,12 +49,6 @@ MEDICAL_INSTRUCTION = (
     "Please answer the following multiple-choice questions, ensuring your response concludes with the correct "
     "option in the format: 'The answer is A.'."
 )
-INSTRUCTIONS: dict[str, Callable[[str], str]] = {
-    "math": lambda q: MATH_INSTRUCTION + " " + q,
-    "gpqa": lambda q: GPQA_INSTRUCTION + " " + q,
-    "livecodebench": lambda q: LCB_STDIN_INSTRUCTION + " " + q + "\n\n" + CODE_FENCE,
-    "medical_mc": lambda q: MEDICAL_INSTRUCTION + "\n" + q,
-}
 
 # SkyThought's AIME24 is AI-MO/aimo-validation-aime (AIME 2022-2024, 90 rows) restricted to rows whose url
 # mentions 2024 (skythought/tools/tasks/aime/aime_handler.py); HuggingFaceH4/aime_2024 holds those 30 only.
@@ -219,19 +214,28 @@ def load_medical_mc(cfg: BenchmarkConfig) -> list[dict]:
     return out
 
 
-LOADERS: dict[str, Callable[[BenchmarkConfig], list[dict]]] = {
-    "math": load_math,
-    "gpqa": load_gpqa,
-    "livecodebench": load_livecodebench,
-    "medical_mc": load_medical_mc,
+@dataclass(frozen=True)
+class Kind:
+    """A benchmark kind: how its problems load, how a question is asked, how a response is graded."""
+
+    load: Callable[[BenchmarkConfig], list[dict]]
+    instruction: Callable[[str], str]
+    grade: Callable[..., list[dict]]  # (responses, problems, code_timeout_s=, workers=) -> one result per pair
+
+
+# The one table of kinds: eval.generative[].kind is checked against it (forgetting/config.py).
+KINDS: dict[str, Kind] = {
+    "math": Kind(load_math, lambda q: MATH_INSTRUCTION + " " + q, grade_math),
+    "gpqa": Kind(load_gpqa, lambda q: GPQA_INSTRUCTION + " " + q, grade_multiple_choice),
+    "livecodebench": Kind(load_livecodebench, lambda q: LCB_STDIN_INSTRUCTION + " " + q + "\n\n" + CODE_FENCE,
+                          grade_code),
+    "medical_mc": Kind(load_medical_mc, lambda q: MEDICAL_INSTRUCTION + "\n" + q, grade_multiple_choice),
 }
 
 
 def load_problems(cfg: BenchmarkConfig) -> list[dict]:
     """The benchmark's problems (the first ``limit`` of them if set)."""
-    if cfg.kind not in LOADERS:
-        raise ValueError(f"benchmark {cfg.name!r}: kind {cfg.kind!r} is unknown; expected one of {sorted(LOADERS)}")
-    problems = LOADERS[cfg.kind](cfg)
+    problems = KINDS[cfg.kind].load(cfg)
     return problems[: cfg.limit] if cfg.limit else problems
 
 
@@ -239,7 +243,7 @@ def load_problems(cfg: BenchmarkConfig) -> list[dict]:
 
 def user_text(kind: str, question: str) -> str:
     """The user turn: the kind's instruction and the question."""
-    return INSTRUCTIONS[kind](question)
+    return KINDS[kind].instruction(question)
 
 
 def build_prompt(tokenizer, kind: str, question: str, prompt_template: str | None = None) -> tuple[str, list[int]]:

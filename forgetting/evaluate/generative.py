@@ -22,15 +22,14 @@ import json
 import math
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from forgetting.config import BenchmarkConfig
 from forgetting.data.jsonl import write_jsonl
-from forgetting.evaluate.benchmarks import LOADERS, build_prompt, load_problems
-from forgetting.evaluate.graders import CodeGrader, MathGrader, MultipleChoiceGrader, self_correction_stats
+from forgetting.evaluate.benchmarks import KINDS, build_prompt, load_problems
+from forgetting.evaluate.graders import self_correction_stats
 
 __all__ = ["evaluate_generative", "grade"]
 
@@ -39,8 +38,8 @@ def _check(benchmarks: list[BenchmarkConfig]) -> None:
     """What BenchmarkConfig's own checks leave open, before hours of generation rather than after."""
     names = [b.name for b in benchmarks]
     for b in benchmarks:
-        if b.kind not in LOADERS:
-            raise ValueError(f"benchmark {b.name!r}: kind {b.kind!r} is unknown; expected one of {sorted(LOADERS)}")
+        if b.kind not in KINDS:
+            raise ValueError(f"benchmark {b.name!r}: kind {b.kind!r} is unknown; expected one of {', '.join(KINDS)}")
         if b.max_new_tokens < 1 or not 0 < b.top_p <= 1:
             raise ValueError(f"benchmark {b.name!r}: needs max_new_tokens >= 1 and 0 < top_p <= 1; got "
                              f"{b.max_new_tokens}, {b.top_p}")
@@ -55,21 +54,8 @@ def _chunk_seed(seed: int, name: str, chunk: int) -> int:
 
 def grade(kind: str, responses: list[str], problems: list[dict], *, code_timeout_s: float = 6.0,
           workers: int = 2) -> list[dict]:
-    """Grader results, one per (response, problem) pair, in order."""
-    if kind == "livecodebench":
-        grader = CodeGrader(timeout_s=code_timeout_s)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            return list(pool.map(grader.score, responses, problems))
-    if kind == "math":
-        grader = MathGrader()
-        return [grader.score(r, p) for r, p in zip(responses, problems)]
-    graders: dict[str, MultipleChoiceGrader] = {}
-    out = []
-    for r, p in zip(responses, problems):
-        letters = p.get("options", "ABCD")
-        grader = graders.setdefault(letters, MultipleChoiceGrader(options=letters))
-        out.append(grader.score(r, p))
-    return out
+    """Grader results, one per (response, problem) pair, in order (the kind's grader: ``benchmarks.KINDS``)."""
+    return KINDS[kind].grade(responses, problems, code_timeout_s=code_timeout_s, workers=workers)
 
 
 def _truncated(ids: list[int], eos: int | None, max_new_tokens: int) -> bool:

@@ -39,7 +39,9 @@ from math_verify import parse, verify
 __all__ = [
     "AnswerPatternGrader",
     "CodeGrader",
-    "GRADERS",
+    "grade_code",
+    "grade_math",
+    "grade_multiple_choice",
     "MathGrader",
     "MultipleChoiceGrader",
     "extract_code",
@@ -524,4 +526,24 @@ def self_correction_stats(responses: list[str], tokenizer=None) -> dict:
     return stats
 
 
-GRADERS = {"math": MathGrader, "mc": MultipleChoiceGrader, "code": CodeGrader}
+def grade_math(responses: list[str], problems: list[dict], **_) -> list[dict]:
+    grader = MathGrader()
+    return [grader.score(r, p) for r, p in zip(responses, problems)]
+
+
+def grade_multiple_choice(responses: list[str], problems: list[dict], **_) -> list[dict]:
+    graders: dict[str, MultipleChoiceGrader] = {}  # one per option set (GPQA: ABCD; MedBullets op5: ABCDE)
+    out = []
+    for r, p in zip(responses, problems):
+        letters = p.get("options", "ABCD")
+        out.append(graders.setdefault(letters, MultipleChoiceGrader(options=letters)).score(r, p))
+    return out
+
+
+def grade_code(responses: list[str], problems: list[dict], *, code_timeout_s: float = 6.0, workers: int = 2,
+               **_) -> list[dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    grader = CodeGrader(timeout_s=code_timeout_s)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(grader.score, responses, problems))

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 
 from forgetting.evaluate.graders import (
-    GRADERS,
     CodeGrader,
     MathGrader,
     MultipleChoiceGrader,
@@ -380,10 +379,24 @@ def test_self_correction_measures_length_in_tokens_with_a_tokenizer():
         self_correction_stats([])
 
 
-def test_registry_builds_every_grader():
-    assert GRADERS == {"math": MathGrader, "mc": MultipleChoiceGrader, "code": CodeGrader}
-    for cls in GRADERS.values():
-        assert callable(cls().score)
+def test_every_benchmark_kind_has_a_loader_an_instruction_and_a_grader():
+    from forgetting.evaluate.benchmarks import KINDS
+
+    assert set(KINDS) == {"math", "gpqa", "livecodebench", "medical_mc"}
+    for kind in KINDS.values():
+        assert "Q?" in kind.instruction("Q?")
+    # the grader a kind names is the one its answers need: a boxed number for math, a letter for multiple choice
+    assert KINDS["math"].grade(["so \\boxed{12}"], [{"answer": "12"}])[0]["correct"]
+    assert KINDS["medical_mc"].grade(["The answer is C."], [{"answer": "C", "options": "ABCD"}])[0]["correct"]
+
+
+def test_an_unknown_kind_is_one_line_naming_the_kinds():
+    from conftest import compose
+
+    from forgetting.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"kind='poetry' is invalid: expected one of math, gpqa, livecodebench"):
+        compose("eval.generative=[{name: x, kind: poetry, path: x.jsonl}]")
 
 
 def test_code_ordinary_competitive_programs_still_run():
