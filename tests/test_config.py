@@ -7,6 +7,7 @@ import sys
 import pytest
 from conftest import CONF, ROOT, compose
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from forgetting.config import ConfigError
@@ -34,9 +35,60 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,name", GROUP_OPTIONS, ids=[f"{g}/{n}" for g, n in GROUP_OPTIONS])
 def test_every_config_composes(group, name):
+    """The composed config holds every value the option's own yaml sets (its defaults list may bring more)."""
     c = compose(*_overrides(group, name))
-    if group in ("model", "method", "dataset", "eval", "generator", "trainer", "logger", "world"):
-        assert getattr(c, group).name == name if hasattr(getattr(c, group), "name") else True
+    if group not in SCHEMAS:  # experiment presets and debug overlays set keys of several groups
+        return
+    own = {k: v for k, v in _yaml(group, name).items() if k != "defaults" and not _interpolation(v) and v != "???"}
+    composed = OmegaConf.to_container(OmegaConf.structured(getattr(c, group)))
+    for key, value in own.items():
+        assert _holds(composed[key], value), (key, composed[key], value)
+
+
+def _holds(got, value) -> bool:
+    """``got`` holds ``value``: dicts (and list entries typed by the schema) may carry more keys, the defaults'."""
+    if isinstance(value, dict):
+        return isinstance(got, dict) and all(k in got and _holds(got[k], v) for k, v in value.items())
+    if isinstance(value, list):
+        return isinstance(got, list) and len(got) == len(value) and all(map(_holds, got, value))
+    return got == value
+
+
+SCHEMAS = {"world": "WorldConfig", "model": "ModelConfig", "method": "MethodConfig", "dataset": "DatasetConfig",
+           "eval": "EvalConfig", "generator": "GeneratorConfig", "trainer": "TrainerConfig", "logger": "LoggerConfig"}
+
+
+def _yaml(group: str, name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((CONF / group / f"{name}.yaml").read_text()) or {}
+
+
+def _interpolation(value) -> bool:
+    return isinstance(value, str) and "${" in value
+
+
+@pytest.mark.parametrize("group,name", [(g, n) for g, n in GROUP_OPTIONS if g in SCHEMAS],
+                         ids=[f"{g}/{n}" for g, n in GROUP_OPTIONS if g in SCHEMAS])
+def test_no_option_restates_a_default(group, name):
+    """The dataclasses in forgetting/config.py hold the defaults; an option states only what differs (its name and
+    label are its identity; an interpolation is not a value)."""
+    import forgetting.config as schema
+
+    defaults = OmegaConf.to_container(OmegaConf.structured(getattr(schema, SCHEMAS[group])))
+
+    def restated(own: dict, base: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in own.items():
+            if key in ("defaults", "name", "label") or _interpolation(value) or key not in base:
+                continue
+            if isinstance(value, dict) and isinstance(base[key], dict) and key in ("arch", "pretrain"):
+                out += restated(value, base[key], f"{prefix}{key}.")
+            elif base[key] == value:
+                out.append(prefix + key)
+        return out
+
+    assert restated(_yaml(group, name), defaults) == []
 
 
 @pytest.mark.parametrize("override,needle", [
