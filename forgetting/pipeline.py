@@ -17,7 +17,6 @@ from pathlib import Path
 
 from forgetting.config import Config
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
-from forgetting.data.jsonl import read_jsonl
 from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
 from forgetting.store import Artifact, Store, atomic_write_text, key_of
 
@@ -252,187 +251,44 @@ def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Art
     return store.build("merge", merge_spec(c, base, tuned), make)
 
 
-# the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
-# any method) is scored on the same samples, and never a training seed's chunks
-HELDOUT_SAMPLES_SEED = 999_983
-
-
-def base_samples_spec(c: Config, base: Artifact) -> dict:
-    """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
-    from dataclasses import replace
-
-    from forgetting.generate.sources import context_free_spec
-
-    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
-    return context_free_spec(base, gen, c.model.dtype, {"token": c.model.bos_token, "id": c.model.bos_token_id})
-
-
-def base_samples(c: Config, store: Store, base: Artifact) -> list[dict]:
-    """Held-out context-free samples of the base model (cached like training samples)."""
-    from dataclasses import replace
-
-    from forgetting.generate import sources
-
-    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
-    bos = bos_token_id(tokenizer_of(c, base), c.model.bos_token_id, c.model.bos_token)
-    return sources.context_free(store, base, gen, c.eval.base_samples, bos_id=bos,
-                                load=lambda: generation_model(c, base), model_dtype=c.model.dtype,
-                                bos={"token": c.model.bos_token, "id": c.model.bos_token_id})
-
-
-EVALUATE_VERSION = 1
+EVALUATE_VERSION = 1  # 1: keys from what the active evaluators read (forgetting/evaluate/evaluators.py)
 
 
 def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: Artifact | None = None) -> dict:
-    e = c.eval
-    spec = {"version": EVALUATE_VERSION, "model": model_art, "dtype": c.model.dtype, "eval": eval_spec(e),
-            "world": world, "prompt": c.dataset.prompt_template}
-    if e.corpora:
-        from forgetting.data.offline import python_version
+    """The evaluate key: the model (in ``model.dtype``) and what each active evaluator reads."""
+    from forgetting.evaluate.evaluators import Evaluation, active
 
-        spec["python"] = python_version()  # the corpora are this interpreter's standard library
-    if e.base_samples:
-        spec["base_samples"] = {"base": base or model_art, "samples": base_samples_spec(c, base or model_art)}
-    if bool(e.generative) and c.generator.backend != "hf":  # the benchmarks are sampled by another engine
-        spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
-    test = test_split_rows(c)
-    if test:  # keyed by the rows themselves, so an edited test file is a new evaluation
-        d = c.dataset
-        spec["test"] = {"name": d.name, "rows": key_of("rows", {"rows": test}), "format": d.format,
-                        "answer_pattern": d.answer_pattern, "max_seq_len": c.trainer.max_seq_len,
-                        "max_new_tokens": e.max_gen_toks, "batch_size": e.batch_size}
-    return spec
+    ev = Evaluation(c, None, model_art, world, base)
+    return {"version": EVALUATE_VERSION, "model": model_art, "dtype": c.model.dtype,
+            **{x.name: x.spec(ev) for x in active(ev)}}
 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
                    base: Artifact | None = None) -> dict:
+    """Run the active evaluators (``forgetting.evaluate.evaluators``) on the model, loaded once; the Avg. columns
+    over all of them (``forgetting.evaluate.average``)."""
     from forgetting.evaluate.average import average
-    from forgetting.evaluate.heldout import heldout_loss, rows_loss
-    from forgetting.evaluate.lmeval import columns, extract, run_lmeval, write_toy_tasks
-
-    e = c.eval
-    spec = evaluate_spec(c, model_art, world, base)
-    vllm = bool(e.generative) and c.generator.backend != "hf"
-    test = test_split_rows(c)
+    from forgetting.evaluate.evaluators import Evaluation, active
 
     def make(out: Path) -> None:
-        if vllm:
+        ev = Evaluation(c, store, model_art, world, base, out)
+        evaluators = active(ev)
+        if c.generator.backend != "hf" and any(x.name == "generative" for x in evaluators):
             from forgetting.generate.vllm import require_vllm
 
             require_vllm()  # before any model is loaded
-        samples = base_samples(c, store, base or model_art) if e.base_samples else []
-        needs_hf_model = (e.tasks or e.downstream or (e.heldout_loss and world is not None) or e.corpora or samples
-                          or test or not vllm)
-        model, tokenizer = load(c, model_art) if needs_hf_model else (None, tokenizer_of(c, model_art))
+        if any(x.needs_model for x in evaluators):
+            ev.model, ev.tokenizer = load(c, model_art)
+        else:
+            ev.tokenizer = tokenizer_of(c, model_art)
         metrics: dict[str, float] = {}
-        members: dict[str, list[str]] = {"pre": [], "down": []}  # each evaluator's top-level columns: the Avg.
-        if e.tasks or e.downstream:
-            include = [write_toy_tasks(world.path, out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
-                if world is not None else []
-            raw = run_lmeval(model, tokenizer, e.tasks + e.downstream, include_path=include + e.include_path,
-                             num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
-                             hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
-            if e.tasks:
-                pre, top = columns(raw, e.tasks, e.groups, e.metrics, "pre")  # tasks, groups
-                metrics.update(pre)
-                members["pre"] += top
-            metrics.update(extract(raw, e.downstream, "down", e.metrics))
-            (out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
-        if test:
-            from forgetting.evaluate.downstream import score_test_split
-
-            examples = [encode_example(tokenizer, c, r["query"], r["response"]) for r in test]
-            check_answers_fit(c, examples, "test rows")
-            metrics.update(score_test_split(
-                model, tokenizer, test, [prompt_ids(tokenizer, c, r["query"]) for r in test], examples,
-                name=c.dataset.name, answer_pattern=c.dataset.answer_pattern, max_new_tokens=e.max_gen_toks,
-                batch_size=e.batch_size, out_dir=out))
-        if e.heldout_loss and world is not None:
-            texts = [r["text"] for r in read_jsonl(world.path / "heldout.jsonl")]
-            metrics["pre/heldout/loss"] = heldout_loss(model, tokenizer, texts, c.model.pretrain.seq_len)
-        for name in e.corpora:
-            from forgetting.data.offline import corpus
-
-            texts = corpus(name, e.corpus_docs)
-            metrics[f"pre/{name}/loss"] = heldout_loss(model, tokenizer, texts, e.corpus_max_len, e.batch_size)
-        if samples:
-            # KL(base ‖ model) = E_x~base[log p_base(x) − log p_model(x)] per token, on the base's own samples
-            rows = [encode_ids(r["ids"], len(r["ids"])) for r in samples]
-            ce_model = rows_loss(model, rows, tokenizer.pad_token_id, e.batch_size)
-            ce_base = ce_model if model_art == (base or model_art) else \
-                rows_loss(load(c, base)[0], rows, tokenizer.pad_token_id, e.batch_size)
-            metrics["pre/base_samples/loss"] = ce_model
-            metrics["pre/base_samples/kl"] = ce_model - ce_base
-        if e.generative:
-            from forgetting.evaluate.generative import evaluate_generative
-
-            backend = None
-            if vllm:
-                model = None  # vLLM's engines load their own copy: give the GPU memory back first
-                _free_gpu_memory()
-                from forgetting.generate.sources import make_backend
-
-                backend = make_backend(c.generator.backend, *generation_model(c, model_art), gen=c.generator)
-            try:
-                gen = evaluate_generative(model, tokenizer, e.generative, out, backend=backend, seed=c.seed,
-                                          batch_size=e.batch_size)
-            finally:
-                if backend is not None:
-                    backend.close()
-            metrics.update(gen)
-            for group in members:  # each benchmark's accuracy (paper Table 5)
-                members[group] += [k for k in gen if k.startswith(f"{group}/") and k.endswith("/acc")]
-        metrics.update(average(metrics, members))
+        for evaluator in evaluators:
+            metrics.update(evaluator.run(ev))
+        metrics.update(average(metrics, ev.members))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
 
-    art = store.build("evaluate", spec, make)
+    art = store.build("evaluate", evaluate_spec(c, model_art, world, base), make)
     return json.loads((art.path / "metrics.json").read_text())
-
-
-def test_split_rows(c: Config) -> list[dict]:
-    """The downstream test split (``dataset.test_path`` / ``test_split``), at most ``eval.limit`` rows; [] if none."""
-    d = c.dataset
-    if d.test_path is None and d.test_split is None:
-        return []
-    from forgetting.data.formats import load_rows
-
-    return load_rows(d, test=True)[: c.eval.limit]
-
-
-_LMEVAL_KNOBS = ("tasks", "downstream", "groups", "fewshot", "metrics", "num_fewshot", "limit", "batch_size",
-                 "max_gen_toks", "hflm", "gen_kwargs")
-
-
-def eval_spec(e) -> dict:
-    """The settings the active evaluators read (an evaluator that does not run adds nothing): lm-eval's, with each
-    task directory of ``eval.include_path`` keyed by its contents (an edited task YAML or data file is a new
-    evaluation, not a stale cache hit); the held-out losses'; the base samples'; the generative benchmarks' (with
-    ``eval.generative_limit`` etc. already applied to each entry)."""
-    spec: dict = {}
-    if e.tasks or e.downstream:
-        spec["lmeval"] = {k: getattr(e, k) for k in _LMEVAL_KNOBS}
-        spec["lmeval"]["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())}
-                                          for p in e.include_path]
-    if e.heldout_loss:
-        spec["heldout_loss"] = True
-    if e.corpora:
-        spec["corpora"] = {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len,
-                           "batch_size": e.batch_size}
-    if e.base_samples:
-        spec["base_samples"] = {"n": e.base_samples, "batch_size": e.batch_size}
-    if e.generative:
-        spec["generative"] = {"benchmarks": [asdict(b) for b in e.generative], "batch_size": e.batch_size}
-    return spec
-
-
-def tree_digest(root: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 # ---- helpers shared by the stages --------------------------------------------------------------------------

@@ -148,7 +148,8 @@ BENCHMARKS = ROOT / "tests" / "fixtures" / "benchmarks"
 
 
 def test_generative_caps_and_benchmark_dir_apply_to_every_benchmark():
-    from forgetting.pipeline import eval_spec
+    from forgetting.pipeline import evaluate_spec
+    from forgetting.store import Artifact
 
     paper = compose("eval=r1_suite").eval.generative
     assert {b.max_new_tokens for b in paper} == {32768, 2048} and {b.limit for b in paper} == {None}
@@ -157,9 +158,11 @@ def test_generative_caps_and_benchmark_dir_apply_to_every_benchmark():
     for b, p in zip(dry.generative, paper):
         assert (b.limit, b.max_new_tokens, b.n_samples) == (2, 16, p.n_samples)  # AIME24 keeps 4 samples
         assert b.path == str(BENCHMARKS / f"{b.name}.jsonl") and (b.kind, b.subset) == (p.kind, p.subset)
-    # the knobs act through the entries, which the evaluation key holds; unset, keys stay as they were
-    assert not {"generative_limit", "generative_max_new_tokens", "benchmark_dir"} & set(eval_spec(dry))
-    assert eval_spec(dry)["generative"] != eval_spec(compose("eval=r1_suite").eval)["generative"]
+    # the knobs act through the entries, which the evaluation key holds
+    model = Artifact("hub", "m", ROOT)
+    spec = evaluate_spec(compose("eval=r1_suite", "debug=dry", f"eval.benchmark_dir={BENCHMARKS}"), model, None)
+    assert [b["limit"] for b in spec["generative"]["benchmarks"]] == [2] * len(paper)
+    assert spec["generative"] != evaluate_spec(compose("eval=r1_suite"), model, None)["generative"]
 
 
 def test_benchmark_dir_without_a_benchmark_file_names_it(tmp_path):

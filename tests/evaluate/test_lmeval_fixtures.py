@@ -105,16 +105,18 @@ def test_the_task_files_are_part_of_the_evaluation_key(tmp_path):
 
     from conftest import compose
 
-    from forgetting.pipeline import eval_spec
-    from forgetting.store import key_of
+    from forgetting.pipeline import evaluate_spec
+    from forgetting.store import Artifact, key_of
+
+    def key(*overrides):
+        return key_of("evaluate", evaluate_spec(compose(*overrides), Artifact("hub", "m", tmp_path), None))
 
     tasks = shutil.copytree(TASKS_DIR, tmp_path / "tasks")
-    c = compose(f"eval.include_path=[{tasks}]", "eval=olmo_suite")
-    before = key_of("evaluate", eval_spec(c.eval))
+    before = key(f"eval.include_path=[{tasks}]", "eval=olmo_suite")
     with open(tasks / "data" / "piqa.jsonl", "a") as f:
         f.write('{"goal": "To dry wet socks,", "sol1": "hang them up.", "sol2": "put them in soup.", "label": 0}\n')
-    assert key_of("evaluate", eval_spec(c.eval)) != before
+    assert key(f"eval.include_path=[{tasks}]", "eval=olmo_suite") != before
     # an include path of tasks that are not evaluated is read by nothing
-    assert eval_spec(compose(f"eval.include_path=[{tasks}]", "eval.tasks=[]", "eval.downstream=[]").eval) == \
-        eval_spec(compose("eval.tasks=[]", "eval.downstream=[]").eval)
+    assert key(f"eval.include_path=[{tasks}]", "eval.tasks=[]", "eval.downstream=[]") == \
+        key("eval.tasks=[]", "eval.downstream=[]")
 

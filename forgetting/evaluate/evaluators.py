@@ -1,0 +1,287 @@
+"""The evaluators, as a registry: each says when it runs, what it reads (its part of the evaluate key) and what it
+measures; ``forgetting.pipeline.evaluate_stage`` runs the active ones on one loaded model.
+
+    python launch.py eval=smollm2 model=smollm2_135m method=base     # lm-eval task, corpora, base samples
+    pytest tests/test_keys.py tests/test_pipeline.py
+
+Adding an evaluator is one class here (``active``, ``spec``, ``run``) appended to ``EVALUATORS``, its config knobs
+in ``EvalConfig``, and a test. ``run`` returns its metrics and its top-level columns per group, which make the
+Avg. columns (``forgetting.evaluate.average``: defined once, over every evaluator).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+# the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
+# any method) is scored on the same samples, and never a training seed's chunks
+HELDOUT_SAMPLES_SEED = 999_983
+
+
+@dataclass
+class Evaluation:
+    """One evaluate stage: the config, the store, the model evaluated, the toy world, the base model, the output
+    directory, and the model and tokenizer once loaded (by ``pipeline.evaluate_stage``)."""
+
+    c: Any
+    store: Any
+    model_art: Any
+    world: Any
+    base: Any
+    out: Path | None = None
+    model: Any = None
+    tokenizer: Any = None
+    members: dict[str, list[str]] = field(default_factory=lambda: {"pre": [], "down": []})
+
+
+class Evaluator:
+    name: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = True  # reads the model through transformers (False: loads its own engine)
+
+    def active(self, ev: Evaluation) -> bool:
+        raise NotImplementedError
+
+    def spec(self, ev: Evaluation) -> dict:
+        """What it reads, beyond the model: its part of the evaluate key (pure: nothing is loaded or generated)."""
+        raise NotImplementedError
+
+    def run(self, ev: Evaluation) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class LmEval(Evaluator):
+    """lm-eval tasks: the pre-existing abilities (``eval.tasks``, ``eval.groups``) and the downstream tasks
+    (``eval.downstream``), the toy world's included; task directories of ``eval.include_path`` keyed by content."""
+
+    name = "lmeval"
+    KNOBS = ("tasks", "downstream", "groups", "fewshot", "metrics", "num_fewshot", "limit", "batch_size",
+             "max_gen_toks", "hflm", "gen_kwargs")
+
+    def active(self, ev):
+        return bool(ev.c.eval.tasks or ev.c.eval.downstream)
+
+    def spec(self, ev):
+        e = ev.c.eval
+        spec = {k: getattr(e, k) for k in self.KNOBS}
+        spec["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())} for p in e.include_path]
+        if ev.world is not None:  # the toy tasks: the world's items in the dataset's prompt format
+            spec["toy"] = {"world": ev.world, "prompt": ev.c.dataset.prompt_template}
+        return spec
+
+    def run(self, ev):
+        from forgetting.evaluate.lmeval import columns, extract, run_lmeval, write_toy_tasks
+
+        c, e = ev.c, ev.c.eval
+        include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
+            if ev.world is not None else []
+        raw = run_lmeval(ev.model, ev.tokenizer, e.tasks + e.downstream, include_path=include + e.include_path,
+                         num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
+                         hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
+        metrics = {}
+        if e.tasks:
+            pre, top = columns(raw, e.tasks, e.groups, e.metrics, "pre")  # tasks, groups
+            metrics.update(pre)
+            ev.members["pre"] += top
+        metrics.update(extract(raw, e.downstream, "down", e.metrics))
+        (ev.out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
+        return metrics
+
+
+class TestSplit(Evaluator):
+    """The downstream test split (``dataset.test_path`` / ``test_split``): greedy exact match and answer loss."""
+
+    name = "test"
+
+    def active(self, ev):
+        return ev.c.dataset.test_path is not None or ev.c.dataset.test_split is not None
+
+    def spec(self, ev):
+        from forgetting.store import key_of
+
+        c, d = ev.c, ev.c.dataset
+        # keyed by the rows themselves, so an edited test file is a new evaluation
+        return {"name": d.name, "rows": key_of("rows", {"rows": test_split_rows(c)}), "format": d.format,
+                "prompt": d.prompt_template if d.format == "plain" else None, "answer_pattern": d.answer_pattern,
+                "max_seq_len": c.trainer.max_seq_len, "max_new_tokens": c.eval.max_gen_toks,
+                "batch_size": c.eval.batch_size}
+
+    def run(self, ev):
+        from forgetting.evaluate.downstream import score_test_split
+        from forgetting.pipeline import check_answers_fit, encode_example, prompt_ids
+
+        c, tok = ev.c, ev.tokenizer
+        test = test_split_rows(c)
+        examples = [encode_example(tok, c, r["query"], r["response"]) for r in test]
+        check_answers_fit(c, examples, "test rows")
+        return score_test_split(ev.model, tok, test, [prompt_ids(tok, c, r["query"]) for r in test], examples,
+                                name=c.dataset.name, answer_pattern=c.dataset.answer_pattern,
+                                max_new_tokens=c.eval.max_gen_toks, batch_size=c.eval.batch_size, out_dir=ev.out)
+
+
+class HeldoutLoss(Evaluator):
+    """The loss on the toy world's held-out pretraining documents (``eval.heldout_loss``)."""
+
+    name = "heldout"
+
+    def active(self, ev):
+        return ev.c.eval.heldout_loss and ev.world is not None
+
+    def spec(self, ev):
+        return {"world": ev.world, "seq_len": ev.c.model.pretrain.seq_len}
+
+    def run(self, ev):
+        from forgetting.data.jsonl import read_jsonl
+        from forgetting.evaluate.heldout import heldout_loss
+
+        texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")]
+        return {"pre/heldout/loss": heldout_loss(ev.model, ev.tokenizer, texts, ev.c.model.pretrain.seq_len)}
+
+
+class Corpora(Evaluator):
+    """The loss on held-out real text available offline (``eval.corpora``: the standard library's code, prose)."""
+
+    name = "corpora"
+
+    def active(self, ev):
+        return bool(ev.c.eval.corpora)
+
+    def spec(self, ev):
+        from forgetting.data.offline import python_version
+
+        e = ev.c.eval  # the corpora are this interpreter's standard library
+        return {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len, "batch_size": e.batch_size,
+                "python": python_version()}
+
+    def run(self, ev):
+        from forgetting.data.offline import corpus
+        from forgetting.evaluate.heldout import heldout_loss
+
+        e = ev.c.eval
+        return {f"pre/{name}/loss": heldout_loss(ev.model, ev.tokenizer, corpus(name, e.corpus_docs),
+                                                 e.corpus_max_len, e.batch_size) for name in e.corpora}
+
+
+class BaseSamples(Evaluator):
+    """KL(base ‖ model) per token on held-out context-free samples of the base (``eval.base_samples``):
+    E_x~base[log p_base(x) − log p_model(x)], and the model's loss on them."""
+
+    name = "base_samples"
+
+    def active(self, ev):
+        return ev.c.eval.base_samples > 0
+
+    def spec(self, ev):
+        base = ev.base or ev.model_art
+        return {"base": base, "samples": base_samples_spec(ev.c, base), "n": ev.c.eval.base_samples,
+                "batch_size": ev.c.eval.batch_size}
+
+    def run(self, ev):
+        from forgetting.data.encode import encode_ids
+        from forgetting.evaluate.heldout import rows_loss
+        from forgetting.pipeline import load
+
+        c, base = ev.c, ev.base or ev.model_art
+        rows = [encode_ids(r["ids"], len(r["ids"])) for r in base_samples(c, ev.store, base)]
+        pad, batch = ev.tokenizer.pad_token_id, c.eval.batch_size
+        ce_model = rows_loss(ev.model, rows, pad, batch)
+        ce_base = ce_model if ev.model_art == base else rows_loss(load(c, base)[0], rows, pad, batch)
+        return {"pre/base_samples/loss": ce_model, "pre/base_samples/kl": ce_model - ce_base}
+
+
+class Generative(Evaluator):
+    """Generative benchmarks (``eval.generative``: SkyThought-style reasoning, medical multiple choice), sampled by
+    ``generator.backend`` and graded by their kind (``forgetting.evaluate.benchmarks.KINDS``)."""
+
+    name = "generative"
+    needs_model = False  # with vLLM the engine loads its own copy; with hf, run() loads it if nothing else did
+
+    def active(self, ev):
+        return bool(ev.c.eval.generative)
+
+    def spec(self, ev):
+        c = ev.c
+        spec = {"benchmarks": [asdict(b) for b in c.eval.generative], "batch_size": c.eval.batch_size,
+                "seed": c.seed}
+        if c.generator.backend != "hf":  # sampled by another engine: other results
+            spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
+        return spec
+
+    def run(self, ev):
+        from forgetting.evaluate.generative import evaluate_generative
+
+        c, backend, model = ev.c, None, ev.model
+        if c.generator.backend != "hf":
+            from forgetting.generate.sources import make_backend
+            from forgetting.pipeline import _free_gpu_memory, generation_model
+
+            model = ev.model = None  # vLLM's engines load their own copy: give the GPU memory back first
+            _free_gpu_memory()
+            backend = make_backend(c.generator.backend, *generation_model(c, ev.model_art), gen=c.generator)
+        elif model is None:
+            from forgetting.pipeline import load
+
+            model = ev.model = load(c, ev.model_art)[0]
+        try:
+            gen = evaluate_generative(model, ev.tokenizer, c.eval.generative, ev.out, backend=backend, seed=c.seed,
+                                      batch_size=c.eval.batch_size)
+        finally:
+            if backend is not None:
+                backend.close()
+        for group in ev.members:  # each benchmark's accuracy (paper Table 5)
+            ev.members[group] += [k for k in gen if k.startswith(f"{group}/") and k.endswith("/acc")]
+        return gen
+
+
+# in this order: the generative benchmarks last, since a vLLM engine takes the loaded model's memory
+EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), Corpora(), BaseSamples(), Generative()]
+
+
+def active(ev: Evaluation) -> list[Evaluator]:
+    return [x for x in EVALUATORS if x.active(ev)]
+
+
+def base_samples_spec(c, base) -> dict:
+    """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
+    from dataclasses import replace
+
+    from forgetting.generate.sources import context_free_spec
+
+    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
+    return context_free_spec(base, gen, c.model.dtype, {"token": c.model.bos_token, "id": c.model.bos_token_id})
+
+
+def base_samples(c, store, base) -> list[dict]:
+    """Held-out context-free samples of the base model (cached like training samples)."""
+    from dataclasses import replace
+
+    from forgetting.generate import sources
+    from forgetting.models import bos_token_id
+    from forgetting.pipeline import generation_model, tokenizer_of
+
+    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
+    bos = bos_token_id(tokenizer_of(c, base), c.model.bos_token_id, c.model.bos_token)
+    return sources.context_free(store, base, gen, c.eval.base_samples, bos_id=bos,
+                                load=lambda: generation_model(c, base), model_dtype=c.model.dtype,
+                                bos={"token": c.model.bos_token, "id": c.model.bos_token_id})
+
+
+def test_split_rows(c) -> list[dict]:
+    """The downstream test split (``dataset.test_path`` / ``test_split``), at most ``eval.limit`` rows; [] if none."""
+    d = c.dataset
+    if d.test_path is None and d.test_split is None:
+        return []
+    from forgetting.data.formats import load_rows
+
+    return load_rows(d, test=True)[: c.eval.limit]
+
+
+def tree_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
