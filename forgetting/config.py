@@ -69,11 +69,30 @@ class ToyArchConfig:
 
 @dataclass
 class PretrainConfig:
+    """The toy base's pretraining run (forgetting/toy/pretrain.py). ``schedule: wsd`` stores the stable prefix and
+    the decay as two stages, so bases that differ only in their decay (e.g. SAM there or not) share the prefix."""
+
     steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
     warmup_ratio: float = 0.03
     seq_len: int = 128
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to 0)
+    decay_ratio: float = 0.1  # wsd: the share of steps in the decay (paper 003: 10%)
+    rho: float = 0.0  # SAM's radius (forgetting/parts/sam.py); 0: AdamW
+    sam_phase: str = "all"  # with rho > 0: "all" steps, or only wsd's "decay" (paper 003 §3.5: ≈ +10% compute)
+    seed: Optional[int] = None  # the init and data-order seed; null: world.seed
+
+    def __post_init__(self) -> None:
+        _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")
+        _check(self.lr > 0, "model.pretrain.lr", self.lr, "a number > 0")
+        _check(self.schedule in ("cosine", "wsd"), "model.pretrain.schedule", self.schedule, "'cosine' or 'wsd'")
+        _check(0 < self.decay_ratio < 1, "model.pretrain.decay_ratio", self.decay_ratio, "a number in (0, 1)")
+        _check(self.rho >= 0, "model.pretrain.rho", self.rho, "a number >= 0 (0: AdamW)")
+        _check(self.sam_phase in ("all", "decay"), "model.pretrain.sam_phase", self.sam_phase, "'all' or 'decay'")
+        _check(self.sam_phase == "all" or self.schedule == "wsd", "model.pretrain.sam_phase", self.sam_phase,
+               "'all' unless model.pretrain.schedule=wsd (only wsd has a decay phase of its own)")
 
 
 @dataclass
@@ -120,7 +139,7 @@ class MethodCore:
     augment: str = "none"  # rows mixed into fine-tuning: none | context_free (CFS) | contextual (CS) | replay (P)
     adapter: str = "full"  # what is trained: full | lora
     regularizer: str = "none"  # none | l2
-    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, paper Appendix B)
+    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, paper Appendix B) | sam (paper 003)
     merge: str = "none"  # post-hoc: none | wise_ft
 
     def __post_init__(self) -> None:
@@ -508,6 +527,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
             self.generator.max_new_tokens = self.trainer.max_seq_len - 1
+        if self.method.train:
+            for part in self.method.parts().values():
+                part.check(self)
 
     def needs_world(self) -> bool:
         """Whether the run builds the toy world: for its model, its data, or its lm-eval tasks."""

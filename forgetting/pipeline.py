@@ -40,8 +40,13 @@ def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
 
         gguf = gguf_path(c.model.path)
         return "import", {"gguf": gguf.name, "sha256": file_sha256(gguf)}
-    return "pretrain", {"world": world, "arch": asdict(c.model.arch), "pretrain": asdict(c.model.pretrain),
-                        "seed": c.world.seed}
+    from forgetting.toy.pretrain import chain
+
+    return chain(c.model, world, pretrain_seed(c))[-1]
+
+
+def pretrain_seed(c: Config) -> int:
+    return c.world.seed if c.model.pretrain.seed is None else c.model.pretrain.seed
 
 
 @dataclass
@@ -141,10 +146,16 @@ def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
         from forgetting.models import gguf_path, import_gguf
 
         return store.build(stage, spec, lambda out: import_gguf(gguf_path(c.model.path), out))
-    from forgetting.toy.pretrain import pretrain
+    from forgetting.toy.pretrain import chain, run_segment
 
-    return store.build(stage, spec, lambda out: pretrain(c.model, world.path, out, store.work_dir(stage, spec),
-                                                          c.world.seed))
+    parent = None
+    for stage, spec in chain(c.model, world, pretrain_seed(c)):
+        def make(out, stage=stage, spec=spec, parent=parent):
+            return run_segment(c.model, world.path, spec["segment"], out, store.work_dir(stage, spec),
+                               parent and parent.path)
+
+        parent = store.build(stage, spec, make)
+    return parent
 
 
 def prompt_ids(tokenizer, c: Config, query: str) -> list[int]:

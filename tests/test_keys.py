@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgetting.pipeline import plan
 
-METHODS = ["base", "ft", "cfs", "cs", "replay", "lora", "l2", "wise_ft"]
+METHODS = ["base", "ft", "cfs", "cs", "replay", "lora", "l2", "wise_ft", "sam"]
 TRAINED = set(METHODS) - {"base"}
 
 # how each leaf is perturbed (a valid value other than micro's) and what reads it:
@@ -38,7 +38,10 @@ LEAVES: dict[str, tuple] = {
     **{f"model.arch.{k}": (v, "base") for k, v in dict(hidden_size=64, num_layers=3, num_heads=4,
                                                        intermediate_size=96, max_position_embeddings=256).items()},
     **{f"model.pretrain.{k}": (v, "base") for k, v in dict(steps=21, batch_size=8, lr=1e-3, warmup_ratio=0.1,
-                                                           seq_len=64).items()},
+                                                           seq_len=64, weight_decay=0.0, schedule="wsd", rho=0.05,
+                                                           seed=7).items()},
+    "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
+    "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
     "method.name": ("other", "none"),
     "method.label": ("other", "none"),
     "method.train": (None, "skip: structural (the base preset)"),
@@ -47,6 +50,7 @@ LEAVES: dict[str, tuple] = {
     "method.ratio": (0.5, {"cfs", "cs", "replay"}),
     "method.weight": (0.5, {"cfs", "cs", "replay"}),
     "method.l2_lambda": (0.01, {"l2"}),
+    "method.rho": (0.1, {"sam"}),
     "method.lora_rank": (9, {"lora"}),
     "method.lora_alpha": (16.0, {"lora"}),
     "method.alpha": (0.25, "merge"),

@@ -33,6 +33,10 @@ class Part:
         """What the part contributes to the key of the stage it changes: its name and its own knobs."""
         return {"name": self.name, **asdict(self.knobs)}
 
+    def check(self, config) -> None:
+        """Refuse (``ConfigError``, one line) the rest of a run's config the part cannot work with; called for a
+        training run's active parts when the config is validated, before any stage."""
+
 
 class Augment(Part):
     """Rows mixed into fine-tuning, ``ratio`` of them per downstream row, with loss weight ``weight``."""

@@ -39,9 +39,24 @@ class WeightedTrainer(Trainer):
     """The per-token weighted loss, and the method's hooks into the update (``forgetting.parts.base.TrainHook``:
     e.g. the ℓ2 anchor in the optimizer, its penalty in the logs)."""
 
-    def __init__(self, *args, hooks: Sequence = (), **kwargs):
+    def __init__(self, *args, hooks: Sequence = (), init_optimizer: Path | None = None, **kwargs):
         self.hooks = list(hooks)
+        self.init_optimizer = init_optimizer
         super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        """The optimizer, starting from ``init_optimizer``'s state when given (a resumed checkpoint's state, loaded
+        after this, still wins). Only the state is taken: lr, betas and weight decay are this run's."""
+        optimizer = super().create_optimizer(model)
+        if self.init_optimizer is not None:
+            saved = torch.load(self.init_optimizer, map_location="cpu", weights_only=True)
+            ours = self.optimizer.param_groups
+            if [len(g["params"]) for g in saved["param_groups"]] != [len(g["params"]) for g in ours]:
+                raise ValueError(f"{self.init_optimizer}: its parameter groups do not match this model's")
+            saved["param_groups"] = [{**{k: v for k, v in g.items() if k != "params"}, "params": s["params"]}
+                                     for g, s in zip(ours, saved["param_groups"])]
+            self.optimizer.load_state_dict(saved)
+        return optimizer
 
     def get_optimizer_cls_and_kwargs(self, args, model=None):
         cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
@@ -79,7 +94,7 @@ class WeightedTrainer(Trainer):
 
 def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, t, *, steps: int, seed: int = 0,
         hooks: Sequence = (), use_cpu: bool = True, configured_state: bool = False, report_to: str = "none",
-        save_dtype: str | None = None) -> dict:
+        save_dtype: str | None = None, init_optimizer: Path | None = None, keep_optimizer: bool = False) -> dict:
     """The training itself, in this process (one of the workers when distributed); see
     :func:`forgetting.train.trainer.train`. Only the main process writes: the model, ``train_log.jsonl`` and
     ``train_summary.json`` into ``out_dir``."""
@@ -116,7 +131,8 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         # each weight straight into its partitions
         model = model()
     trainer = WeightedTrainer(model=model, args=args, train_dataset=Rows(rows),
-                              data_collator=Collator(pad_token_id, packing=t.packing), hooks=hooks)
+                              data_collator=Collator(pad_token_id, packing=t.packing), hooks=hooks,
+                              init_optimizer=init_optimizer)
     resume = get_last_checkpoint(str(work_dir)) if Path(work_dir).exists() else None
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_deepspeed_enabled:
@@ -136,6 +152,8 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         else:
             trainer.save_model(str(out_dir))
     summary = {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss}
+    if keep_optimizer and args.should_save:
+        torch.save(trainer.optimizer.state_dict(), Path(out_dir) / "optimizer.pt")
     if args.should_save:
         with open(Path(out_dir) / "train_log.jsonl", "w") as f:
             for entry in trainer.state.log_history:

@@ -20,7 +20,7 @@ from forgetting.train.fit import fit
 
 def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: TrainerConfig, *, steps: int,
           seed: int = 0, hooks: Sequence = (), use_cpu: bool = True, report_to: str = "none",
-          save_dtype: str | None = None) -> dict:
+          save_dtype: str | None = None, init_optimizer: Path | None = None, keep_optimizer: bool = False) -> dict:
     """Train for exactly ``steps`` optimizer steps, checkpointing into ``work_dir`` and resuming from it;
     save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary.
 
@@ -33,10 +33,15 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
     ``t.packing``: padding-free batches (``forgetting.data.encode.Collator``). ``t.bf16``: bf16 autocast compute,
     the weights (and the optimizer's update of them) stay in the dtype the model has — fp32 master weights for an
     fp32 model. ``save_dtype`` (e.g. ``"bfloat16"``): the saved model is cast to it once, after training (not
-    under DeepSpeed, which saves its own 16-bit or fp32 weights)."""
+    under DeepSpeed, which saves its own 16-bit or fp32 weights). ``init_optimizer``: an ``optimizer.pt`` whose state
+    (AdamW's moments and step counts; not its lr or other hyperparameters) the run starts from, as a continued
+    pretraining segment does; ``keep_optimizer``: save the final optimizer state as ``optimizer.pt`` beside the
+    model (both single-process only)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     settings = dict(steps=steps, seed=seed, hooks=list(hooks), use_cpu=use_cpu, save_dtype=save_dtype)
     if t.deepspeed is not None or t.num_processes > 1:
+        if init_optimizer is not None or keep_optimizer:
+            raise ValueError("init_optimizer / keep_optimizer: single-process training only")
         from forgetting.train.distributed import consolidate, launch
 
         launch(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, settings)
@@ -44,7 +49,8 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
         summary = json.loads((out_dir / "train_summary.json").read_text())
     else:
         # in-process only: worker processes have no W&B run (their curves reach it from train_log.jsonl)
-        summary = fit(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, **settings, report_to=report_to)
+        summary = fit(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, **settings, report_to=report_to,
+                      init_optimizer=init_optimizer, keep_optimizer=keep_optimizer)
     tokenizer.save_pretrained(str(out_dir))
     summary = {**summary, "rows": len(rows), "processes": t.num_processes}
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
