@@ -430,6 +430,16 @@ class EvalConfig:
     # > 0: KL(base ‖ model) per token on this many held-out context-free samples of the base model (the quantity
     # CFS's extra loss term approximates, paper 000 §2) → pre/base_samples/kl; the same samples for every run
     base_samples: int = 0
+    # the toy downstream task's answer-token loss on its test rows → down/<task>/loss: paper 003's learning metric,
+    # the x axis of the learning–forgetting frontier (a dataset's own test split reports it already)
+    downstream_loss: bool = False
+    # robustness to weight perturbation (paper 003 §3.4; forgetting/evaluate/robust.py): the rise of the held-out
+    # loss under Gaussian noise W + γ‖W‖_F·Z/‖Z‖_F per weight matrix, for each γ (paper: 0.009–0.025), averaged over
+    # robust_seeds draws → robust/noise_<γ>/increase; and under NF4 4-bit quantize-dequantize → robust/nf4/increase.
+    # On the toy world's held-out documents, else on the first of eval.corpora
+    robust_noise: list[float] = field(default_factory=list)
+    robust_seeds: int = 3
+    robust_nf4: bool = False
     # Applied to every entry of ``generative`` when the config is validated (so every consumer, and the evaluation
     # key, sees the result in the entries): caps on problems per benchmark and new tokens per answer (debug=dry),
     # and a directory holding each benchmark as a local file, <name>.jsonl / .json / .parquet in the hub
@@ -458,6 +468,9 @@ class EvalConfig:
         _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
         _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
         _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
+        for gamma in self.robust_noise:
+            _check(gamma > 0, "eval.robust_noise", gamma, "noise scales > 0")
+        _check(self.robust_seeds > 0, "eval.robust_seeds", self.robust_seeds, "a positive integer")
         for key in ("generative_limit", "generative_max_new_tokens"):
             cap = getattr(self, key)
             _check(cap is None or cap > 0, f"eval.{key}", cap, "a positive integer or null")
@@ -527,6 +540,9 @@ class Config:
     def __post_init__(self) -> None:
         if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
             self.generator.max_new_tokens = self.trainer.max_seq_len - 1
+        e = self.eval
+        _check(not (e.robust_noise or e.robust_nf4) or self.needs_world() or bool(e.corpora), "eval.robust_noise",
+               e.robust_noise, "held-out text to measure on: the toy world, or eval.corpora (e.g. [stdlib_prose])")
         if self.method.train:
             for part in self.method.parts().values():
                 part.check(self)

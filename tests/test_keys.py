@@ -85,6 +85,10 @@ LEAVES: dict[str, tuple] = {
     "eval.corpus_docs": (8, "none"),  # no corpora
     "eval.corpus_max_len": (64, "none"),
     "eval.base_samples": (4, "eval"),
+    "eval.downstream_loss": (True, "eval"),
+    "eval.robust_noise": ([0.01], "eval"),
+    "eval.robust_seeds": (2, "none"),  # read only with robust_noise set (tests/evaluate/test_robust.py)
+    "eval.robust_nf4": (True, "eval"),
     "eval.generative_limit": (2, "none"),  # no generative benchmarks
     "eval.generative_max_new_tokens": (8, "none"),
     "eval.benchmark_dir": (None, "skip: only with generative benchmarks"),

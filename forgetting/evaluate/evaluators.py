@@ -139,6 +139,73 @@ class HeldoutLoss(Evaluator):
         return {"pre/heldout/loss": heldout_loss(ev.model, ev.tokenizer, texts, ev.c.model.pretrain.seq_len)}
 
 
+class DownstreamLoss(Evaluator):
+    """The toy downstream task's answer-token loss on its test rows (``eval.downstream_loss``): paper 003's
+    learning metric, ``down/<task>/loss``."""
+
+    name = "downstream_loss"
+
+    def active(self, ev):
+        return ev.c.eval.downstream_loss and ev.c.dataset.source == "toy" and ev.world is not None
+
+    def spec(self, ev):
+        c = ev.c
+        return {"world": ev.world, "prompt": c.dataset.prompt_template, "max_seq_len": c.trainer.max_seq_len,
+                "batch_size": c.eval.batch_size}
+
+    def run(self, ev):
+        from forgetting.data.jsonl import read_jsonl
+        from forgetting.evaluate.heldout import rows_loss
+        from forgetting.pipeline import encode_example
+
+        c, tok = ev.c, ev.tokenizer
+        test = read_jsonl(ev.world.path / "down_test.jsonl")
+        rows = [encode_example(tok, c, r["query"], r["response"]) for r in test]
+        task = c.dataset.name.removeprefix("toy_")
+        return {f"down/{task}/loss": rows_loss(ev.model, rows, tok.pad_token_id, c.eval.batch_size)}
+
+
+class Robustness(Evaluator):
+    """The rise of the held-out loss under weight noise and NF4 (``eval.robust_noise``, ``eval.robust_nf4``;
+    forgetting/evaluate/robust.py), on the toy world's held-out documents or the first offline corpus."""
+
+    name = "robust"
+
+    def active(self, ev):
+        e = ev.c.eval
+        return bool(e.robust_noise or e.robust_nf4)
+
+    def spec(self, ev):
+        e = ev.c.eval
+        return {"noise": e.robust_noise, "seeds": e.robust_seeds, "nf4": e.robust_nf4, "text": self._text_spec(ev)}
+
+    def _text_spec(self, ev):
+        if ev.world is not None:
+            return {"world": ev.world, "seq_len": ev.c.model.pretrain.seq_len}
+        if ev.c.eval.corpora:
+            return {"corpus": ev.c.eval.corpora[0], **Corpora().spec(ev)}
+        raise ValueError("robustness needs held-out text (checked by Config)")
+
+    def run(self, ev):
+        from forgetting.data.encode import encode_text
+        from forgetting.evaluate.heldout import rows_loss
+        from forgetting.evaluate.robust import robustness
+
+        e, tok = ev.c.eval, ev.tokenizer
+        spec = self._text_spec(ev)
+        if "world" in spec:
+            from forgetting.data.jsonl import read_jsonl
+
+            texts, max_len = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")], spec["seq_len"]
+        else:
+            from forgetting.data.offline import corpus
+
+            texts, max_len = corpus(spec["corpus"], e.corpus_docs), e.corpus_max_len
+        rows = [encode_text(tok, t, max_len) for t in texts]
+        return robustness(ev.model, lambda: rows_loss(ev.model, rows, tok.pad_token_id, e.batch_size),
+                          e.robust_noise, e.robust_seeds, e.robust_nf4)
+
+
 class Corpora(Evaluator):
     """The loss on held-out real text available offline (``eval.corpora``: the standard library's code, prose)."""
 
@@ -235,7 +302,8 @@ class Generative(Evaluator):
 
 
 # in this order: the generative benchmarks last, since a vLLM engine takes the loaded model's memory
-EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), Corpora(), BaseSamples(), Generative()]
+EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), DownstreamLoss(), Corpora(), BaseSamples(),
+                               Robustness(), Generative()]
 
 
 def active(ev: Evaluation) -> list[Evaluator]:
