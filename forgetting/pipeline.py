@@ -353,6 +353,14 @@ def label_of(c: Config, overrides: list[str] = ()) -> str:
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
+def base_label_of(overrides: list[str] = ()) -> str:
+    """The base model's part of a run's overrides (``pretrain=sam``, ``model.…``), for reports that compare bases;
+    "default" when none."""
+    mine = [o.lstrip("+~") for o in overrides if "=" in o and o.lstrip("+~").split("=", 1)[0].split(".")[0]
+            in ("model", "pretrain")]
+    return ", ".join(mine) or "default"
+
+
 def _changes_run(c: Config, key: str) -> bool:
     """Whether the config leaf ``key`` is read by this run's model: the model and data always; with training, the
     trainer, the parts the method picks and their knobs, and the generator or replay settings in the
@@ -361,7 +369,7 @@ def _changes_run(c: Config, key: str) -> bool:
 
     m = c.method
     group, _, knob = key.partition(".")
-    if group in ("model", "dataset"):
+    if group in ("model", "dataset", "pretrain"):  # pretrain: the option group of model.pretrain
         return True
     if not m.train or group not in ("trainer", "method", "generator", "replay"):
         return False
@@ -398,7 +406,7 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         tracker.finish(failed=True)
         raise
     result = {"label": label_of(c, overrides), "method": c.method.name, "seed": c.seed,
-              "overrides": overrides, "metrics": metrics,
+              "base_label": base_label_of(overrides), "overrides": overrides, "metrics": metrics,
               "artifacts": {"base": base.key, "model": model.key,
                             "used": store.used},  # every stored artifact this run read or built (store gc keeps them)
               "seconds": round(time.time() - started, 1)}

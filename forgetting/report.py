@@ -323,8 +323,13 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
 
     rows = aggregate(runs, order)
     columns = default_columns(rows)
+    from forgetting.frontier import section
+
     markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}\n\n"
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
+    lf = section(runs, out)
+    if lf:
+        markdown += "\n" + lf
     _atomic(out / "report.md", lambda f: f.write(markdown))
     _atomic(out / "report.csv", lambda f: f.write(to_csv(rows, columns)))
     plot_frontier(rows, out / "frontier.png", title)

@@ -137,6 +137,9 @@ def test_experiment_preset_sweep_expands_to_valid_configs(name):
             if key == "method":
                 assert c.method.name == value
                 continue
+            if key == "pretrain":  # the option group of model.pretrain (conf/pretrain/)
+                assert value in {p.stem for p in (CONF / "pretrain").glob("*.yaml")}
+                continue
             got = _value(c, key)
             if isinstance(got, (int, float)):
                 assert got == pytest.approx(float(value)), override
