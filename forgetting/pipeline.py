@@ -96,7 +96,7 @@ def train_spec(c: Config, inputs: Inputs) -> dict:
     parts = c.method.parts()
     return {"version": TRAIN_VERSION, "base": inputs.base, "data": inputs.data_spec(),
             "augment": parts["augment"].spec_with(inputs),
-            **{kind: parts[kind].spec() for kind in ("adapter", "regularizer", "optimizer")},
+            **{kind: parts[kind].spec_with(inputs) for kind in ("adapter", "regularizer", "optimizer")},
             "trainer": trainer_spec(c.trainer), "seed": c.seed, "dtype": c.model.dtype}
 
 
@@ -201,6 +201,8 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum * t.num_processes, t.max_steps)
 
     def make(out: Path) -> None:
+        for part in (parts["optimizer"], parts["regularizer"]):
+            part.prepare(inputs)
         tokenizer = inputs.tokenizer()
         rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
         check_answers_fit(c, rows)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forgetting.pipeline import plan
 
-METHODS = ["base", "ft", "cfs", "cs", "replay", "lora", "l2", "wise_ft", "sam"]
+METHODS = ["base", "ft", "cfs", "cs", "replay", "lora", "l2", "wise_ft", "sam", "ewc"]
 TRAINED = set(METHODS) - {"base"}
 
 # how each leaf is perturbed (a valid value other than micro's) and what reads it:
@@ -51,6 +51,8 @@ LEAVES: dict[str, tuple] = {
     "method.weight": (0.5, {"cfs", "cs", "replay"}),
     "method.l2_lambda": (0.01, {"l2"}),
     "method.rho": (0.1, {"sam"}),
+    "method.ewc_lambda": (1e3, {"ewc"}),
+    "method.fisher_batches": (7, {"ewc"}),
     "method.lora_rank": (9, {"lora"}),
     "method.lora_alpha": (16.0, {"lora"}),
     "method.alpha": (0.25, "merge"),

@@ -37,6 +37,19 @@ class Part:
         """Refuse (``ConfigError``, one line) the rest of a run's config the part cannot work with; called for a
         training run's active parts when the config is validated, before any stage."""
 
+    def source_spec(self, ctx) -> dict | None:
+        """The key of what the part reads beyond its knobs (the artifacts it builds or reads: sample chunks, replay
+        rows, a Fisher estimate), computed without building anything; None if nothing."""
+        return None
+
+    def spec_with(self, ctx) -> dict:
+        """The part's share of the train key: its spec, with its source's key when it reads one."""
+        source = self.source_spec(ctx)
+        return self.spec() if source is None else {**self.spec(), "source": source}
+
+    def prepare(self, ctx) -> None:
+        """Build what the part reads (e.g. a cached stage) before training; called inside the train stage's build."""
+
 
 class Augment(Part):
     """Rows mixed into fine-tuning, ``ratio`` of them per downstream row, with loss weight ``weight``."""
@@ -45,17 +58,9 @@ class Augment(Part):
     needs_bos: ClassVar[bool] = False  # samples from the BOS token alone (model.bos_token must resolve)
     generates: ClassVar[bool] = False  # samples the base model (generator.backend is used)
 
-    def source_spec(self, ctx) -> dict | None:
-        """The key of the rows' source (their artifacts' spec), computed without building anything."""
-        return None
-
     def rows(self, ctx, n: int) -> list[dict]:
         """``n`` rows: ``{"text": ...}`` (loss on every token) or ``{"ids": [...], "n_prompt": k}``."""
         return []
-
-    def spec_with(self, ctx) -> dict:
-        source = self.source_spec(ctx)
-        return self.spec() if source is None else {**self.spec(), "source": source}
 
 
 class Adapter(Part):

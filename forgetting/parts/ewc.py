@@ -1,0 +1,156 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017; paper 003 App. E.1.5): λ Σᵢ Fᵢ(θᵢ − θ*ᵢ)², with F the
+diagonal Fisher of the base model on its pretraining distribution and θ* the base's weights.
+
+    python launch.py method=ewc method.ewc_lambda=1e4                   # paper grid 1e3–1e5, 1e4 best
+    python launch.py -m method=ewc method.ewc_lambda=1e3,1e4,1e5
+
+F is a cached stage of its own (``fisher``): the mean over ``fisher_batches`` batches (paper: 100) of the squared
+gradient of the batch's mean token loss — the empirical Fisher at batch level, as common EWC code computes it —
+on the toy world's pretraining corpus, or, for any other model, on the base's own context-free samples (the data
+CFS trains on: no pretraining data needed). Its artifact holds F and θ*, so a resumed run keeps the base as its
+anchor. The penalty's gradient 2λF⊙(θ − θ*) is added to the step's accumulated gradient before clipping, as a term
+of the loss would be; the logged ``ewc`` is the penalty. Full fine-tuning in one process (refused with LoRA, whose
+trained weights are not the base's, and under DeepSpeed, whose gradients are partitioned).
+
+    pytest tests/train/test_ewc.py
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from forgetting.parts.base import Regularizer, check_knob, register
+
+
+@dataclass
+class EwcKnobs:
+    ewc_lambda: float = 1e4  # paper 003 App. E.1.5: best of 1e3–1e5
+    fisher_batches: int = 100  # paper 003: Fisher from 100 batches
+
+    def __post_init__(self) -> None:
+        check_knob(self.ewc_lambda >= 0, "ewc_lambda", self.ewc_lambda, "a number >= 0")
+        check_knob(self.fisher_batches > 0, "fisher_batches", self.fisher_batches, "a positive integer")
+
+
+def fisher_spec(ctx, batches: int) -> dict:
+    c = ctx.c
+    data = {"corpus": ctx.world} if ctx.world is not None and c.model.source == "toy" else \
+        {"samples": _samples_part().source_spec(ctx)}
+    return {"base": ctx.base, "data": data, "batches": batches, "batch_size": c.trainer.batch_size,
+            "max_seq_len": c.trainer.max_seq_len, "seed": c.seed}
+
+
+def _samples_part():
+    from forgetting.parts.context_free import ContextFree
+
+    return ContextFree()
+
+
+def estimate_fisher(model, rows: list[dict], pad_token_id: int, batches: int, batch_size: int, seed: int) -> dict:
+    """name → mean over ``batches`` random batches of (∂ mean-token-loss / ∂θ)², fp32."""
+    from forgetting.data.encode import Collator
+
+    model.train()
+    gen = torch.Generator().manual_seed(seed)
+    collate = Collator(pad_token_id)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    for _ in range(batches):
+        idx = torch.randint(len(rows), (batch_size,), generator=gen).tolist()
+        batch = collate([rows[i] for i in idx])
+        model.zero_grad(set_to_none=True)
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        loss.backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n].add_(p.grad.detach().float().pow(2), alpha=1.0 / batches)
+    model.zero_grad(set_to_none=True)
+    return fisher
+
+
+def fisher_stage(ctx, batches: int):
+    from safetensors.torch import save_file
+
+    from forgetting.data.encode import encode_ids, encode_text
+    from forgetting.pipeline import load
+
+    c, spec = ctx.c, fisher_spec(ctx, batches)
+
+    def make(out: Path) -> None:
+        model, tok = load(c, ctx.base, dtype="float32")
+        n = batches * c.trainer.batch_size
+        if "corpus" in spec["data"]:
+            from forgetting.data.jsonl import read_jsonl
+
+            rows = [encode_text(tok, r["text"], c.trainer.max_seq_len) for r in read_jsonl(ctx.world.path /
+                                                                                            "corpus.jsonl")]
+        else:
+            rows = [encode_ids(r["ids"], c.trainer.max_seq_len) for r in _samples_part().rows(ctx, n)]
+        fisher = estimate_fisher(model, rows, tok.pad_token_id, batches, c.trainer.batch_size, c.seed)
+        save_file(fisher, str(out / "fisher.safetensors"))
+        save_file({k: v.detach().float().contiguous() for k, v in model.named_parameters()},
+                  str(out / "anchor.safetensors"))
+
+    return ctx.store.build("fisher", spec, make)
+
+
+@register
+class EWC(Regularizer):
+    name = "ewc"
+    Knobs = EwcKnobs
+    label = "EWC"
+
+    def __init__(self, knobs=None):
+        super().__init__(knobs)
+        self.fisher_dir: Path | None = None
+        self._tensors = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_tensors": None}
+
+    def check(self, config) -> None:
+        from forgetting.config import ConfigError
+
+        if config.method.adapter != "full":
+            raise ConfigError(f"method.adapter={config.method.adapter} is invalid with method.regularizer=ewc: "
+                              "expected full (EWC anchors the base's own weights)")
+        if config.trainer.deepspeed is not None:
+            raise ConfigError(f"method.regularizer=ewc is invalid with trainer={config.trainer.name} (DeepSpeed): "
+                              "expected a trainer without DeepSpeed (its gradients are partitioned)")
+
+    def source_spec(self, ctx) -> dict:
+        return fisher_spec(ctx, self.knobs.fisher_batches)
+
+    def prepare(self, ctx) -> None:
+        self.fisher_dir = fisher_stage(ctx, self.knobs.fisher_batches).path
+
+    def _pairs(self, model):
+        """[(param, F, θ*)] of the trained model, F and θ* loaded once."""
+        if self._tensors is None:
+            from safetensors.torch import load_file
+
+            f = load_file(str(self.fisher_dir / "fisher.safetensors"))
+            a = load_file(str(self.fisher_dir / "anchor.safetensors"))
+            self._tensors = (f, a)
+        f, a = self._tensors
+        return [(p, f[n].to(p.device), a[n].to(p.device)) for n, p in model.named_parameters() if n in f]
+
+    def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
+        loss = step(model, inputs, num_items_in_batch)
+        if self.knobs.ewc_lambda > 0 and trainer.accelerator.sync_gradients:
+            with torch.no_grad():
+                for p, f, anchor in self._pairs(trainer.model):
+                    if p.grad is not None:
+                        p.grad.add_((2 * self.knobs.ewc_lambda * f * (p.float() - anchor)).to(p.grad.dtype))
+        return loss
+
+    def penalty(self, model) -> float:
+        with torch.no_grad():
+            return self.knobs.ewc_lambda * sum(float((f * (p.float() - a).pow(2)).sum())
+                                               for p, f, a in self._pairs(model))
+
+    def log(self, trainer, logs: dict) -> None:
+        if "loss" in logs and self.fisher_dir is not None:
+            logs["ewc"] = self.penalty(trainer.model)
