@@ -96,6 +96,41 @@ class PretrainConfig:
 
 
 @dataclass
+class MidtrainConfig:
+    """Continued pretraining of the base before fine-tuning (``steps`` > 0): a ``continue`` stage from the base as
+    configured (the toy base, an imported GGUF, or a hub model: paper 003's mid-training of OLMo-2-1B), on
+    ``corpus``, with its own schedule and update rule (``rho`` > 0: SAM). Its weights and AdamW state are the new base.
+    """
+
+    steps: int = 0  # 0: no continuation
+    lr: float = 1e-4
+    scheduler: str = "linear"  # an HF scheduler name: constant | linear | cosine | constant_with_warmup
+    warmup_ratio: float = 0.0
+    rho: float = 0.0  # SAM's radius; 0: AdamW
+    batch_size: int = 32
+    grad_accum: int = 1
+    seq_len: int = 128
+    weight_decay: float = 0.0
+    bf16: bool = False  # bf16 autocast over fp32 weights
+    corpus: str = "world"  # "world": the toy world's corpus; else a local .jsonl of {"text": ...} documents
+    corpus_limit: Optional[int] = None  # the first N documents
+    seed: Optional[int] = None  # null: world.seed
+    max_steps: Optional[int] = None  # a cap on steps, applied when validated (debug=dry: 2)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0, "model.midtrain.steps", self.steps, "an integer >= 0 (0: none)")
+        _check(self.max_steps is None or self.max_steps > 0, "model.midtrain.max_steps", self.max_steps,
+               "a positive integer or null")
+        if self.max_steps is not None:
+            self.steps = min(self.steps, self.max_steps)
+        _check(self.lr > 0, "model.midtrain.lr", self.lr, "a number > 0")
+        _check(self.scheduler in ("constant", "linear", "cosine", "constant_with_warmup"), "model.midtrain.scheduler",
+               self.scheduler, "constant, linear, cosine or constant_with_warmup")
+        _check(self.rho >= 0, "model.midtrain.rho", self.rho, "a number >= 0 (0: AdamW)")
+        _check_local("model.midtrain.corpus", self.corpus)  # a relative path is checked before compute
+
+
+@dataclass
 class ModelConfig:
     name: str = "toy"
     # "toy": the world's base model, pretrained here; "hf": a hub id or local directory in ``path``; "gguf": a GGUF
@@ -110,6 +145,7 @@ class ModelConfig:
     bos_token_id: Optional[int] = None
     arch: ToyArchConfig = field(default_factory=ToyArchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
 
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf", "gguf"), "model.source", self.source, "'toy', 'hf' or 'gguf'")
@@ -623,6 +659,7 @@ def check_inputs(c: Config) -> None:
     loads without building anything (a local or cached model, or a toy world already in the store),
     ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
     _check_store(c.store_dir)
+    _check_midtrain_corpus(c.model.midtrain)
     rows = _check_data(c.dataset)
     _check_tasks(c)
     tokenizer = _model_tokenizer(c)
@@ -645,6 +682,24 @@ def _check_store(store_dir: str) -> None:
     why = (f"{existing} is a file" if not existing.is_dir() else
            f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
     _check(why is None, "store_dir", store_dir, f"a writable directory, or a path where one can be made ({why})")
+
+
+def _check_midtrain_corpus(m: MidtrainConfig) -> None:
+    """A local corpus of continued pretraining: an existing jsonl whose first row has a non-empty "text"."""
+    import json
+
+    if m.steps == 0 or m.corpus == "world":
+        return
+    path = os.path.expanduser(m.corpus)
+    _check(os.path.isfile(path) and path.endswith(".jsonl"), "model.midtrain.corpus", m.corpus,
+           "'world' or an existing .jsonl file of {\"text\": ...} documents")
+    with open(path) as f:
+        try:
+            first = json.loads(f.readline() or "null")
+        except json.JSONDecodeError:
+            first = None
+    _check(isinstance(first, dict) and isinstance(first.get("text"), str) and bool(first["text"]),
+           "model.midtrain.corpus", m.corpus, "a .jsonl whose rows are {\"text\": <non-empty string>}")
 
 
 def _check_data(d: DatasetConfig) -> dict[str, list]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from forgetting.config import Config
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
-from forgetting.store import Artifact, Store, atomic_write_text, key_of
+from forgetting.store import Artifact, Store, atomic_write_text, file_sha256, key_of
 
 log = logging.getLogger("forgetting")
 
@@ -32,17 +32,36 @@ def world_spec(c: Config) -> dict:
     return {k: v for k, v in asdict(c.world).items() if k != "name"}  # the option's name builds nothing
 
 
-def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
-    """(stage, spec) of the model to fine-tune (not for a hub model, which is not stored)."""
+def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
+    """(stage, spec) of each stored step that makes the model to fine-tune: the toy base's pretraining segments or a
+    GGUF import (a hub model is read in place: no step), then the continued pretraining ``model.midtrain``, if any."""
     if c.model.source == "gguf":
         from forgetting.models import gguf_path
-        from forgetting.store import file_sha256
 
         gguf = gguf_path(c.model.path)
-        return "import", {"gguf": gguf.name, "sha256": file_sha256(gguf)}
-    from forgetting.toy.pretrain import chain
+        steps = [("import", {"gguf": gguf.name, "sha256": file_sha256(gguf)})]
+    elif c.model.source == "toy":
+        from forgetting.toy.pretrain import chain
 
-    return chain(c.model, world, pretrain_seed(c))[-1]
+        steps = chain(c.model, world, pretrain_seed(c))
+    else:
+        steps = []
+    m = c.model.midtrain
+    if m.steps > 0:
+        from forgetting.toy.pretrain import midtrain_segment
+
+        parent = list(steps[-1]) if steps else {"hub": c.model.path, "revision": c.model.revision}
+        corpus = {"world": world} if m.corpus == "world" else {"path": m.corpus, "limit": m.corpus_limit,
+                                                              "sha256": file_sha256(Path(m.corpus).expanduser())}
+        steps.append(("continue", {"parent": parent, "corpus": corpus,
+                                   "segment": midtrain_segment(m, pretrain_seed(c) if m.seed is None else m.seed),
+                                   "dtype": c.model.dtype}))
+    return steps
+
+
+def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
+    """(stage, spec) of the stored model to fine-tune (not for a hub model read in place, which is not stored)."""
+    return base_chain(c, world)[-1]
 
 
 def pretrain_seed(c: Config) -> int:
@@ -116,7 +135,8 @@ def plan(c: Config) -> dict[str, str | None]:
     ``world``, ``base``, ``train``, ``merge`` and ``evaluate`` (None where the run has no such stage)."""
     store = Store(c.store_dir)
     world = store.planned("world", world_spec(c)) if c.needs_world() else None
-    base = hub_artifact(c) if c.model.source == "hf" else store.planned(*base_spec(c, world))
+    chain = base_chain(c, world)
+    base = store.planned(*chain[-1]) if chain else hub_artifact(c)
     tuned = store.planned("train", train_spec(c, Inputs(c, store, base, world))) if c.method.train else None
     merged = store.planned("merge", merge_spec(c, base, tuned)) if tuned and c.method.merge != "none" else None
     model = merged or tuned or base
@@ -138,21 +158,19 @@ def hub_artifact(c: Config) -> Artifact:
 
 def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
     """The model to fine-tune: the toy world's pretrained model, a GGUF file's weights, or a hub id / local
-    directory (read in place)."""
-    if c.model.source == "hf":
-        return hub_artifact(c)
-    stage, spec = base_spec(c, world)
-    if stage == "import":
-        from forgetting.models import gguf_path, import_gguf
+    directory (read in place); then its continued pretraining (``model.midtrain``), if any."""
+    from forgetting.toy.pretrain import run_segment
 
-        return store.build(stage, spec, lambda out: import_gguf(gguf_path(c.model.path), out))
-    from forgetting.toy.pretrain import chain, run_segment
+    parent = hub_artifact(c) if c.model.source == "hf" else None
+    for stage, spec in base_chain(c, world):
+        if stage == "import":
+            from forgetting.models import gguf_path, import_gguf
 
-    parent = None
-    for stage, spec in chain(c.model, world, pretrain_seed(c)):
-        def make(out, stage=stage, spec=spec, parent=parent):
-            return run_segment(c.model, world.path, spec["segment"], out, store.work_dir(stage, spec),
-                               parent and parent.path)
+            def make(out):
+                import_gguf(gguf_path(c.model.path), out)
+        else:
+            def make(out, stage=stage, spec=spec, parent=parent):
+                run_segment(c, world, spec, out, store.work_dir(stage, spec), parent)
 
         parent = store.build(stage, spec, make)
     return parent

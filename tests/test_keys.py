@@ -40,6 +40,11 @@ LEAVES: dict[str, tuple] = {
     **{f"model.pretrain.{k}": (v, "base") for k, v in dict(steps=21, batch_size=8, lr=1e-3, warmup_ratio=0.1,
                                                            seq_len=64, weight_decay=0.0, schedule="wsd", rho=0.05,
                                                            seed=7).items()},
+    "model.midtrain.steps": (3, "base"),
+    **{f"model.midtrain.{k}": (v, "none") for k, v in dict(  # read only with steps > 0 (tests/train/test_sam.py)
+        lr=1e-3, scheduler="cosine", warmup_ratio=0.1, rho=0.05, batch_size=8, grad_accum=2, seq_len=64,
+        weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4).items()},
+    "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
     "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
     "method.name": ("other", "none"),

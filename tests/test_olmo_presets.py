@@ -76,3 +76,25 @@ def test_every_row_of_the_olmo_preset_runs_end_to_end(preset, tiny_olmo, store_d
         moved = [k for k in base if not torch.equal(tuned[k], base[k].to(tuned[k].dtype))]
         assert len(moved) > len(base) // 2, (r["method"], len(moved), len(base))
     assert (tmp_path / "sweep" / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_the_olmo2_sam_preset_mid_trains_with_sam_then_fine_tunes(tiny_olmo, tmp_path):
+    """paper 003's 1B setting, dry: the hub-style checkpoint is mid-trained (a ``continue`` stage, SAM) on a local
+    Dolmino-style jsonl, fine-tuned at two lrs from that one mid-trained base, and scored under NF4."""
+    store_dir = tmp_path / "store"
+    args = [sys.executable, str(ROOT / "launch.py"), "+experiment=olmo2_sam", "debug=dry", f"model.path={tiny_olmo}",
+            "model.midtrain.corpus=tests/fixtures/dolma.jsonl", "model.midtrain.rho=0.05", "trainer.lr=1e-5,2e-4",
+            "dataset.source=jsonl", "dataset.path=tests/fixtures/metamathqa.jsonl",
+            "eval.include_path=[tests/fixtures/lm_eval_tasks]", "eval.corpus_docs=4", f"store_dir={store_dir}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(2)]
+    assert runs[0]["artifacts"]["base"] == runs[1]["artifacts"]["base"]  # one mid-trained base for the lr sweep
+    mid = Store(store_dir).path("continue", runs[0]["artifacts"]["base"])
+    assert json.loads((mid / "train_summary.json").read_text())["steps"] == 2
+    parent, midtrained = _weights(tiny_olmo), _weights(mid)
+    assert any(not torch.equal(midtrained[k], parent[k].to(midtrained[k].dtype)) for k in parent)
+    for r in runs:
+        assert "robust/nf4/increase" in r["metrics"] and "pre/avg" in r["metrics"]

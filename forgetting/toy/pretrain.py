@@ -10,7 +10,8 @@ segment; warmup–stable–decay (paper 003 App. A.2.2) is the stable prefix (wa
 decay (linear to 0 over ``decay_ratio`` of the steps), so bases that differ only in their decay — AdamW or SAM
 there — share the stored prefix. SAM (``rho > 0``) runs in every segment, or only in the decay
 (``sam_phase: decay``). The result is an ordinary HF checkpoint (safetensors + tokenizer), plus the optimizer state
-(``optimizer.pt``) its continuations start from.
+(``optimizer.pt``) its continuations start from. ``model.midtrain`` (any base: toy, GGUF, hub) is one more
+``continue`` segment, on the toy corpus or a local jsonl (paper 003's mid-training of OLMo-2-1B with SAM).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from forgetting.config import ModelConfig, PretrainConfig, TrainerConfig
+from forgetting.config import MidtrainConfig, ModelConfig, PretrainConfig, TrainerConfig
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.train.trainer import train
@@ -41,7 +42,8 @@ def make_model(cfg: ModelConfig, tokenizer):
 
 def segments(p: PretrainConfig, seed: int) -> list[dict]:
     """The run as segments: what each trains with (its key's content). The first starts from a fresh init."""
-    common = {"batch_size": p.batch_size, "seq_len": p.seq_len, "weight_decay": p.weight_decay, "seed": seed}
+    common = {"batch_size": p.batch_size, "grad_accum": 1, "seq_len": p.seq_len, "weight_decay": p.weight_decay,
+              "bf16": False, "seed": seed}
     if p.schedule == "cosine":
         return [{**common, "steps": p.steps, "lr": p.lr, "scheduler": "cosine",
                  "warmup_steps": round(p.warmup_ratio * p.steps), "rho": p.rho}]
@@ -52,6 +54,13 @@ def segments(p: PretrainConfig, seed: int) -> list[dict]:
             {**common, "steps": decay, "lr": p.lr, "scheduler": "linear", "warmup_steps": 0, "rho": p.rho}]
 
 
+def midtrain_segment(m: MidtrainConfig, seed: int) -> dict:
+    """``model.midtrain`` as a segment (the same fields as the toy pretraining's)."""
+    return {"steps": m.steps, "lr": m.lr, "scheduler": m.scheduler, "warmup_steps": round(m.warmup_ratio * m.steps),
+            "rho": m.rho, "batch_size": m.batch_size, "grad_accum": m.grad_accum, "seq_len": m.seq_len,
+            "weight_decay": m.weight_decay, "bf16": m.bf16, "seed": seed}
+
+
 def chain(cfg: ModelConfig, world, seed: int) -> list[tuple[str, dict]]:
     """(stage, spec) of each segment; a continuation's spec holds its parent's (stage, spec), hence its key."""
     out = [("pretrain", {"world": world, "arch": asdict(cfg.arch), "segment": None})]
@@ -59,31 +68,40 @@ def chain(cfg: ModelConfig, world, seed: int) -> list[tuple[str, dict]]:
         if i == 0:
             out[0][1]["segment"] = seg
         else:
-            out.append(("continue", {"parent": list(out[-1]), "corpus": world, "segment": seg}))
+            out.append(("continue", {"parent": list(out[-1]), "corpus": {"world": world}, "segment": seg}))
     return out
 
 
-def run_segment(cfg: ModelConfig, world_dir: Path, seg: dict, out: Path, work: Path, parent: Path | None) -> dict:
-    """Train one segment into ``out``: from a fresh init (``parent`` None) or from ``parent``'s weights and
-    optimizer state."""
+def corpus_texts(corpus: dict | None, world) -> list[str]:
+    """The documents a segment trains on: the toy world's corpus, or the first ``limit`` rows of a local jsonl."""
+    if corpus is None or "world" in corpus:
+        return [r["text"] for r in read_jsonl(Path(world.path) / "corpus.jsonl")]
+    rows = read_jsonl(Path(corpus["path"]).expanduser())
+    return [r["text"] for r in rows[:corpus["limit"]] if r.get("text")]
+
+
+def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
+    """Train one segment into ``out``: from a fresh toy init (``parent`` None), or from ``parent``'s weights (an
+    artifact, or the hub model) and, when it saved one, its optimizer state."""
     from forgetting.models import load_tokenizer
     from forgetting.parts.sam import SAM, SamKnobs
+    from forgetting.pipeline import load, tokenizer_of
 
-    tokenizer = load_tokenizer(world_dir / "tokenizer")
+    seg = spec["segment"]
     torch.manual_seed(seg["seed"])
     if parent is None:
-        model = make_model(cfg, tokenizer)
+        tokenizer = load_tokenizer(Path(world.path) / "tokenizer")
+        model = make_model(c.model, tokenizer)
     else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(str(parent), dtype=torch.float32)
-    rows = [encode_text(tokenizer, r["text"], seg["seq_len"]) for r in read_jsonl(world_dir / "corpus.jsonl")]
+        model, tokenizer = load(c, parent, dtype="float32")[0], tokenizer_of(c, parent)
+    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in corpus_texts(spec.get("corpus"), world)]
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
-    t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=1,
+    t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
                       warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=seg["scheduler"],
                       weight_decay=seg["weight_decay"], save_steps=max(50, seg["steps"] // 4), logging_steps=10,
-                      bf16=False, gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)
+                      bf16=seg["bf16"], gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)
     hooks = [SAM(SamKnobs(rho=seg["rho"]))] if seg["rho"] > 0 else []
-    init_optimizer = parent / "optimizer.pt" if parent is not None and (parent / "optimizer.pt").exists() else None
+    state = Path(parent.path) / "optimizer.pt" if parent is not None and parent.stage != "hub" else None
     return train(model, tokenizer, rows, out, work, t, steps=seg["steps"], seed=seg["seed"], hooks=hooks,
-                 init_optimizer=init_optimizer, keep_optimizer=True)
+                 init_optimizer=state if state is not None and state.exists() else None, keep_optimizer=True,
+                 use_cpu=c.device == "cpu", save_dtype=spec.get("dtype"))

@@ -172,3 +172,16 @@ def test_a_continuation_takes_its_parents_state_and_its_own_lr(setup, tmp_path):
     saved = torch.load(tmp_path / "b" / "optimizer.pt", weights_only=True)
     assert int(next(iter(saved["state"].values()))["step"]) == 5
     assert saved["param_groups"][0]["lr"] == 5e-4
+
+
+def test_midtrain_settings_key_the_base_only_when_it_runs(micro_store):
+    from forgetting.pipeline import plan
+
+    def base(*o):
+        return plan(compose("debug=micro", f"store_dir={micro_store}", *o))["base"]
+
+    assert base("model.midtrain.rho=0.05") == base()  # steps 0: no continuation
+    on = base("model.midtrain.steps=3")
+    assert on != base()
+    assert len({on, base("model.midtrain.steps=3", "model.midtrain.rho=0.05"),
+                base("model.midtrain.steps=3", "model.midtrain.lr=1e-3")}) == 3
