@@ -476,6 +476,10 @@ class EvalConfig:
     robust_noise: list[float] = field(default_factory=list)
     robust_seeds: int = 3
     robust_nf4: bool = False
+    # directional sharpness along θ_ft − θ_base on the toy world's held-out documents (the first sharpness_docs):
+    # sharp/direction/{curvature,predicted,observed,norm} (forgetting/evaluate/sharpness.py; small models)
+    sharpness: bool = False
+    sharpness_docs: int = 64
     # Applied to every entry of ``generative`` when the config is validated (so every consumer, and the evaluation
     # key, sees the result in the entries): caps on problems per benchmark and new tokens per answer (debug=dry),
     # and a directory holding each benchmark as a local file, <name>.jsonl / .json / .parquet in the hub
@@ -507,6 +511,7 @@ class EvalConfig:
         for gamma in self.robust_noise:
             _check(gamma > 0, "eval.robust_noise", gamma, "noise scales > 0")
         _check(self.robust_seeds > 0, "eval.robust_seeds", self.robust_seeds, "a positive integer")
+        _check(self.sharpness_docs > 0, "eval.sharpness_docs", self.sharpness_docs, "a positive integer")
         for key in ("generative_limit", "generative_max_new_tokens"):
             cap = getattr(self, key)
             _check(cap is None or cap > 0, f"eval.{key}", cap, "a positive integer or null")

@@ -19,7 +19,8 @@ TRAINED = set(METHODS) - {"base"}
 
 # how each leaf is perturbed (a valid value other than micro's) and what reads it:
 #   "base": the base model (so every trained model and every evaluation); "train": every trained model;
-#   "eval": every evaluation; a set of methods: those methods' trained models; "merge": the Wise-FT merge;
+#   "eval": every evaluation; "eval-trained": the evaluation of every trained model;
+#   a set of methods: those methods' trained models; "merge": the Wise-FT merge;
 #   "none": nothing stored; "skip": not changed alone here, with the reason
 FIXTURES = str(ROOT / "tests" / "fixtures" / "lm_eval_tasks")
 LEAVES: dict[str, tuple] = {
@@ -96,6 +97,8 @@ LEAVES: dict[str, tuple] = {
     "eval.robust_noise": ([0.01], "eval"),
     "eval.robust_seeds": (2, "none"),  # read only with robust_noise set (tests/evaluate/test_robust.py)
     "eval.robust_nf4": (True, "eval"),
+    "eval.sharpness": (True, "eval-trained"),
+    "eval.sharpness_docs": (8, "none"),  # read only with sharpness on (tests/evaluate/test_sharpness.py)
     "eval.generative_limit": (2, "none"),  # no generative benchmarks
     "eval.generative_max_new_tokens": (8, "none"),
     "eval.benchmark_dir": (None, "skip: only with generative benchmarks"),
@@ -161,6 +164,8 @@ def _expected(rule, method: str) -> set[str]:
         return {"train", "evaluate"} if trained else {"evaluate"}
     if rule == "eval":
         return {"evaluate"}
+    if rule == "eval-trained":  # an evaluator of trained models only
+        return {"evaluate"} if trained else set()
     if rule == "merge":
         return {"merge", "evaluate"} if method == "wise_ft" else set()
     if isinstance(rule, set):

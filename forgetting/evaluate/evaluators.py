@@ -206,6 +206,37 @@ class Robustness(Evaluator):
                           e.robust_noise, e.robust_seeds, e.robust_nf4)
 
 
+class Sharpness(Evaluator):
+    """Directional sharpness of the base's pretraining loss along the fine-tuning direction (``eval.sharpness``;
+    forgetting/evaluate/sharpness.py), on the toy world's held-out documents; trained runs only."""
+
+    name = "sharpness"
+
+    def active(self, ev):
+        return ev.c.eval.sharpness and ev.world is not None and ev.base is not None and ev.model_art != ev.base
+
+    def spec(self, ev):
+        return {"base": ev.base, "world": ev.world, "docs": ev.c.eval.sharpness_docs,
+                "seq_len": ev.c.model.pretrain.seq_len}
+
+    def run(self, ev):
+        from forgetting.data.encode import Collator, encode_text
+        from forgetting.data.jsonl import read_jsonl
+        from forgetting.evaluate.sharpness import directional
+        from forgetting.pipeline import load
+
+        c, tok = ev.c, ev.tokenizer
+        texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")][: c.eval.sharpness_docs]
+        batch = Collator(tok.pad_token_id)([encode_text(tok, t, c.model.pretrain.seq_len) for t in texts])
+
+        def loss_of(model):
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"]).loss
+
+        base = load(c, ev.base, dtype="float32")[0]
+        return directional(base, {n: p.detach() for n, p in ev.model.named_parameters()}, loss_of)
+
+
 class Corpora(Evaluator):
     """The loss on held-out real text available offline (``eval.corpora``: the standard library's code, prose)."""
 
@@ -303,7 +334,7 @@ class Generative(Evaluator):
 
 # in this order: the generative benchmarks last, since a vLLM engine takes the loaded model's memory
 EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), DownstreamLoss(), Corpora(), BaseSamples(),
-                               Robustness(), Generative()]
+                               Robustness(), Sharpness(), Generative()]
 
 
 def active(ev: Evaluation) -> list[Evaluator]:
