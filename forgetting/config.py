@@ -78,7 +78,10 @@ class PretrainConfig:
     warmup_ratio: float = 0.03
     seq_len: int = 128
     weight_decay: float = 0.01
-    schedule: str = "cosine"  # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to 0)
+    # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to 0) | constant (warmup, then constant:
+    # a run's checkpoints as model versions, paper 004)
+    schedule: str = "cosine"
+    segment_steps: Optional[int] = None  # constant: store the run in segments of this many steps (the versions)
     decay_ratio: float = 0.1  # wsd: the share of steps in the decay (paper 003: 10%)
     rho: float = 0.0  # SAM's radius (forgetting/parts/sam.py); 0: AdamW
     sam_phase: str = "all"  # with rho > 0: "all" steps, or only wsd's "decay" (paper 003 §3.5: ≈ +10% compute)
@@ -87,7 +90,12 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")
         _check(self.lr > 0, "model.pretrain.lr", self.lr, "a number > 0")
-        _check(self.schedule in ("cosine", "wsd"), "model.pretrain.schedule", self.schedule, "'cosine' or 'wsd'")
+        _check(self.schedule in ("cosine", "wsd", "constant"), "model.pretrain.schedule", self.schedule,
+               "'cosine', 'wsd' or 'constant'")
+        _check(self.segment_steps is None or (self.schedule == "constant" and self.segment_steps > 0
+                                              and self.steps % self.segment_steps == 0),
+               "model.pretrain.segment_steps", self.segment_steps,
+               "null, or with schedule=constant a positive divisor of model.pretrain.steps")
         _check(0 < self.decay_ratio < 1, "model.pretrain.decay_ratio", self.decay_ratio, "a number in (0, 1)")
         _check(self.rho >= 0, "model.pretrain.rho", self.rho, "a number >= 0 (0: AdamW)")
         _check(self.sam_phase in ("all", "decay"), "model.pretrain.sam_phase", self.sam_phase, "'all' or 'decay'")
@@ -172,6 +180,7 @@ class MethodCore:
     name: str = "ft"
     label: Optional[str] = None  # row name in reports; default: the method name
     train: bool = True  # false: evaluate the base model as is
+    init: str = "base"  # where fine-tuning starts: base | recycle (a diff vector from another version, paper 004)
     augment: str = "none"  # rows mixed into fine-tuning: none | context_free (CFS) | contextual (CS) | replay (P)
     adapter: str = "full"  # what is trained: full | lora
     regularizer: str = "none"  # none | l2

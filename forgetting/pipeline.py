@@ -113,7 +113,8 @@ def train_spec(c: Config, inputs: Inputs) -> dict:
     label, its inactive parts' knobs and its merge do not train anything: presets that differ only there (every
     point of a Wise-FT alpha grid, FT in a ratio sweep) share one fine-tuned model."""
     parts = c.method.parts()
-    return {"version": TRAIN_VERSION, "base": inputs.base, "data": inputs.data_spec(),
+    return {"version": TRAIN_VERSION, "base": inputs.base, "init": parts["init"].spec_with(inputs),
+            "data": inputs.data_spec(),
             "augment": parts["augment"].spec_with(inputs),
             **{kind: parts[kind].spec_with(inputs) for kind in ("adapter", "regularizer", "optimizer")},
             "trainer": trainer_spec(c.trainer), "seed": c.seed, "dtype": c.model.dtype}
@@ -137,7 +138,11 @@ def plan(c: Config) -> dict[str, str | None]:
     world = store.planned("world", world_spec(c)) if c.needs_world() else None
     chain = base_chain(c, world)
     base = store.planned(*chain[-1]) if chain else hub_artifact(c)
-    tuned = store.planned("train", train_spec(c, Inputs(c, store, base, world))) if c.method.train else None
+    inputs, init = Inputs(c, store, base, world), c.method.parts()["init"]
+    tuned = store.planned("train", train_spec(c, inputs)) if c.method.train and init.trains() else None
+    if c.method.train and not init.trains():  # the starting model is the run's model (e.g. recycling only)
+        source = init.source_spec(inputs)
+        tuned = store.planned(init.stage, source) if source is not None else base
     merged = store.planned("merge", merge_spec(c, base, tuned)) if tuned and c.method.merge != "none" else None
     model = merged or tuned or base
     evaluated = store.planned("evaluate", evaluate_spec(c, model, world, base))
@@ -219,6 +224,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     steps = train_steps(len(down), t.epochs, t.batch_size * t.grad_accum * t.num_processes, t.max_steps)
 
     def make(out: Path) -> None:
+        start = parts["init"].start(inputs)  # the base, or e.g. a recycled model built from it
         for part in (parts["optimizer"], parts["regularizer"]):
             part.prepare(inputs)
         tokenizer = inputs.tokenizer()
@@ -230,7 +236,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
                         else encode_ids(r["ids"], t.max_seq_len, weight, r["n_prompt"]))
         log.info("train: %d downstream + %d %s rows, %d steps", len(down), len(rows_aug), augment.name, steps)
         # a function, not a model: under ZeRO-3 each training process creates its own, already partitioned
-        train(partial(trainable_model, c, base), tokenizer, rows, out, store.work_dir("train", spec), t,
+        train(partial(trainable_model, c, start), tokenizer, rows, out, store.work_dir("train", spec), t,
               steps=steps, seed=c.seed, hooks=[parts["optimizer"], parts["regularizer"]],
               use_cpu=c.device == "cpu", report_to=current().report_to, save_dtype=c.model.dtype)
 
@@ -417,8 +423,10 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         store = Store(c.store_dir)
         world = world_stage(c, store) if c.needs_world() else None
         base = base_stage(c, store, world)
-        tuned = train_stage(c, store, base, world) if c.method.train else None
-        model = tuned or base
+        init = c.method.parts()["init"]
+        trains = c.method.train and init.trains()
+        tuned = train_stage(c, store, base, world) if trains else None
+        model = tuned or (init.start(Inputs(c, store, base, world)) if c.method.train else base)
         if tuned is not None and c.method.merge != "none":
             model = merge_stage(c, store, base, model)
         metrics = evaluate_stage(c, store, model, world, base)

@@ -20,7 +20,8 @@ GROUP_OPTIONS = sorted(
 
 
 # options with a mandatory value (``???``) get one here, as a user must give it on the command line
-REQUIRED = {("dataset", "jsonl"): [f"dataset.path={ROOT / 'tests' / 'fixtures' / 'metamathqa.jsonl'}"]}
+REQUIRED = {("dataset", "jsonl"): [f"dataset.path={ROOT / 'tests' / 'fixtures' / 'metamathqa.jsonl'}"],
+            ("method", "recycle"): ["method.recycle_from=[{pretrain: {steps: 300}}]"]}
 
 
 def _overrides(group: str, name: str) -> list[str]:

@@ -47,12 +47,15 @@ LEAVES: dict[str, tuple] = {
         weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4).items()},
     "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
+    "model.pretrain.segment_steps": (None, "skip: with schedule constant only (tests/merge/test_diff.py)"),
     "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
     "method.name": ("other", "none"),
     "method.label": ("other", "none"),
     "method.train": (None, "skip: structural (the base preset)"),
     **{f"method.{k}": (None, "skip: picks a part (every preset's key is checked)") for k in
-       ("augment", "adapter", "regularizer", "optimizer", "merge")},
+       ("init", "augment", "adapter", "regularizer", "optimizer", "merge")},
+    **{f"method.{k}": (None, "skip: read by method=recycle only (tests/merge/test_diff.py)") for k in
+       ("recycle_from", "recycle_scale", "recycle_iterative", "recycle_train", "recycle_method")},
     "method.ratio": (0.5, {"cfs", "cs", "replay"}),
     "method.weight": (0.5, {"cfs", "cs", "replay"}),
     "method.l2_lambda": (0.01, {"l2"}),

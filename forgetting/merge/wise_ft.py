@@ -27,6 +27,20 @@ def _shards(model_dir: Path) -> dict[str, str]:
         return {k: "model.safetensors" for k in f.keys()}
 
 
+class ShardReader:
+    """A model's tensors by name, each shard memory-mapped once and closed with ``stack`` — opened per output shard,
+    so closing them unmaps the pages read and resident memory stays near one shard per model."""
+
+    def __init__(self, stack: ExitStack, model_dir: Path, weight_map: dict[str, str]):
+        self.stack, self.dir, self.map, self.files = stack, Path(model_dir), weight_map, {}
+
+    def __call__(self, name: str) -> torch.Tensor:
+        part = self.map[name]
+        if part not in self.files:
+            self.files[part] = self.stack.enter_context(safe_open(str(self.dir / part), "pt"))
+        return self.files[part].get_tensor(name)
+
+
 def wise_ft(base_dir: Path, ft_dir: Path, out_dir: Path, alpha: float) -> None:
     base_dir, ft_dir, out_dir = Path(base_dir), Path(ft_dir), Path(out_dir)
     base_map, ft_map = _shards(base_dir), _shards(ft_dir)
@@ -36,17 +50,8 @@ def wise_ft(base_dir: Path, ft_dir: Path, out_dir: Path, alpha: float) -> None:
                          "the fine-tuned model must have the base model's architecture")
     for shard in sorted(set(ft_map.values())):
         merged = {}
-        # the base shards are opened for this output shard only: closing them unmaps the pages read from them, so
-        # resident memory stays near one shard of each model instead of growing to the whole base model
         with ExitStack() as stack:
-            base_files: dict[str, object] = {}  # memory-mapped handles, opened once each per output shard
-
-            def base_tensor(name: str) -> torch.Tensor:
-                part = base_map[name]
-                if part not in base_files:
-                    base_files[part] = stack.enter_context(safe_open(str(base_dir / part), "pt"))
-                return base_files[part].get_tensor(name)
-
+            base_tensor = ShardReader(stack, base_dir, base_map)
             ft = stack.enter_context(safe_open(str(ft_dir / shard), "pt"))
             metadata = ft.metadata()
             for name in ft.keys():

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 # kind → the part a method uses when it names none
-KINDS = {"augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw", "merge": "none"}
+KINDS = {"init": "base", "augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw",
+         "merge": "none"}
 
 
 @dataclass
@@ -49,6 +50,21 @@ class Part:
 
     def prepare(self, ctx) -> None:
         """Build what the part reads (e.g. a cached stage) before training; called inside the train stage's build."""
+
+
+class Init(Part):
+    """Where fine-tuning starts: the base model, or a model built from it (e.g. a recycled diff, paper 004)."""
+
+    kind = "init"
+    stage: ClassVar[str] = ""  # the stage that builds the starting model, if any
+
+    def start(self, ctx):
+        """The artifact training starts from (built here if needed): by default the base model."""
+        return ctx.base
+
+    def trains(self) -> bool:
+        """False: the run evaluates :meth:`start`'s model as it is, without fine-tuning."""
+        return True
 
 
 class Augment(Part):

@@ -47,6 +47,11 @@ def segments(p: PretrainConfig, seed: int) -> list[dict]:
     if p.schedule == "cosine":
         return [{**common, "steps": p.steps, "lr": p.lr, "scheduler": "cosine",
                  "warmup_steps": round(p.warmup_ratio * p.steps), "rho": p.rho}]
+    if p.schedule == "constant":  # checkpoints of one run: each segment continues the one before
+        n = p.segment_steps or p.steps
+        warmup = round(p.warmup_ratio * n)  # the first segment's: a longer run shares it
+        return [{**common, "steps": n, "lr": p.lr, "scheduler": "constant_with_warmup" if i == 0 else "constant",
+                 "warmup_steps": warmup if i == 0 else 0, "rho": p.rho} for i in range(p.steps // n)]
     decay = max(1, round(p.decay_ratio * p.steps))
     stable = p.steps - decay
     return [{**common, "steps": stable, "lr": p.lr, "scheduler": "constant_with_warmup",

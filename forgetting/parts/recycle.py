@@ -1,0 +1,121 @@
+"""Recycling a fine-tune across model versions (paper 004): start from the target base plus a diff vector
+Δ = (source fine-tune − source base) taken on an older (or newer) version, then fine-tune (recycle-then-FT) or not
+(recycling only).
+
+    python launch.py method=recycle 'method.recycle_from=[{pretrain: {steps: 300}}]'           # recycle, then FT
+    python launch.py method=recycle method.recycle_train=false 'method.recycle_from=[...]'     # recycling only
+    python launch.py method=recycle method.recycle_iterative=true \\
+        'method.recycle_from=[{pretrain: {steps: 200}}, {pretrain: {steps: 400}}]'            # Algorithm 1
+
+A version is a set of ``model.*`` overrides (toy: ``pretrain.steps``, with ``pretrain.schedule: constant`` so a
+longer run continues a shorter one; hub: ``revision``). The source fine-tune is the run's own config on the source
+version with ``recycle_method``'s preset (FT by default; ``cfs`` for a diff taken from a CFS fine-tune): the same
+cached artifact as that version's own row. ``recycle_from`` lists the versions before the target, oldest first:
+"direct" recycles the last one's own fine-tune; ``recycle_iterative`` makes each fine-tune in the chain start from
+its predecessor's recycled fine-tune (M*ᵢ = FT(Mᵢ + M*ᵢ₋₁ − Mᵢ₋₁)). The sum is a ``recycle`` stage
+(forgetting/merge/diff.py), keyed by (target, source base, source fine-tune, scale).
+
+    pytest tests/merge/test_diff.py
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgetting.parts.base import Init, check_knob, register
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class RecycleKnobs:
+    recycle_from: list[dict[str, Any]] = field(default_factory=list)  # source versions, oldest first
+    recycle_scale: float = 1.0  # paper 004: plain addition
+    recycle_iterative: bool = False
+    recycle_train: bool = True  # false: evaluate target + Δ as it is
+    recycle_method: str = "ft"  # the source fine-tune's method preset (conf/method/)
+
+    def __post_init__(self) -> None:
+        check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
+                   self.recycle_method, "a method preset of conf/method/")
+
+
+def method_preset(name: str, **changes):
+    """The typed method config of ``conf/method/<name>.yaml``, with ``changes``."""
+    from omegaconf import OmegaConf
+
+    from forgetting.config import MethodConfig
+
+    node = OmegaConf.merge(OmegaConf.structured(MethodConfig), OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+    return dataclasses.replace(OmegaConf.to_object(node), **changes)
+
+
+def version_config(c, overrides: dict, method):
+    """The run's config on another model version, fine-tuned by ``method``."""
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(c.model), overrides))
+    return dataclasses.replace(c, model=model, method=method)
+
+
+@register
+class Recycle(Init):
+    name = "recycle"
+    Knobs = RecycleKnobs
+    label = "Recycle"
+    stage = "recycle"
+
+    def spec(self) -> dict:
+        """Only the name: the source (its versions, the method and chain of its fine-tune, the scale) is the
+        ``source`` spec, so a direct recycle from a longer list is the same model as from its last version."""
+        return {"name": self.name}
+
+    def check(self, config) -> None:
+        from forgetting.config import ConfigError
+
+        if not self.knobs.recycle_from:
+            raise ConfigError("method.recycle_from=[] is invalid: expected the source versions, oldest first, "
+                              "as model overrides (e.g. [{pretrain: {steps: 300}}])")
+
+    def _source(self, ctx):
+        """(the source's config, its base, the inputs of its fine-tune)."""
+        from forgetting.pipeline import Inputs, base_chain, hub_artifact
+
+        k, c = self.knobs, ctx.c
+        chain = k.recycle_from
+        changes = {}
+        if k.recycle_iterative and len(chain) > 1:
+            changes = {"init": "recycle", "recycle_from": chain[:-1], "recycle_iterative": True,
+                       "recycle_train": True, "recycle_scale": k.recycle_scale, "recycle_method": k.recycle_method}
+        src = version_config(c, chain[-1], method_preset(k.recycle_method, **changes))
+        steps = base_chain(src, ctx.world)
+        base = ctx.store.planned(*steps[-1]) if steps else hub_artifact(src)
+        return src, base, Inputs(src, ctx.store, base, ctx.world)
+
+    def source_spec(self, ctx) -> dict:
+        from forgetting.pipeline import train_spec
+
+        src, base, inputs = self._source(ctx)
+        return {"target": ctx.base, "source_base": base,
+                "source_tuned": ctx.store.planned("train", train_spec(src, inputs)), "scale": self.knobs.recycle_scale}
+
+    def start(self, ctx):
+        from forgetting.merge.diff import add_diff
+        from forgetting.models import model_dir
+        from forgetting.pipeline import base_stage, train_stage
+
+        src, _, _ = self._source(ctx)
+        src_base = base_stage(src, ctx.store, ctx.world)
+        src_tuned = train_stage(src, ctx.store, src_base, ctx.world)
+        c = ctx.c
+
+        def local(art, cfg):
+            return model_dir(cfg.model.path, cfg.model.revision) if art.stage == "hub" else art.path
+
+        return ctx.store.build(self.stage, self.source_spec(ctx), lambda out: add_diff(
+            local(ctx.base, c), local(src_base, src), src_tuned.path, out, self.knobs.recycle_scale))
+
+    def trains(self) -> bool:
+        return self.knobs.recycle_train

@@ -1,0 +1,134 @@
+"""Diff-vector recycling (paper 004; forgetting/merge/diff.py, forgetting/parts/recycle.py): onto the same version
+it reproduces the fine-tuned model, scale 0 is the target, mismatched shapes and vocabularies are refused in one
+line, the diagnostics are the norms they name; through launch.py on toy versions (checkpoints of one constant-lr
+run), the source fine-tune is that version's own FT artifact, recycling only / recycle-then-FT / iterative / direct
+each run and key apart."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, compose
+from safetensors.torch import load_file, save_file
+
+from forgetting.merge.diff import add_diff
+
+
+def _model(path, tensors, vocab=None):
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "model.safetensors"))
+    (path / "config.json").write_text("{}")
+    if vocab is not None:
+        (path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": vocab}}))
+    return path
+
+
+@pytest.fixture
+def three(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(8, 4, generator=g), "b": torch.randn(4, generator=g)}
+    tuned = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    target = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in base.items()}
+    vocab = {"a": 0, "b": 1}
+    return (_model(tmp_path / "t", target, vocab), _model(tmp_path / "sb", base, vocab),
+            _model(tmp_path / "sf", tuned, vocab), target, base, tuned)
+
+
+def test_onto_the_same_version_it_reproduces_the_fine_tuned_model(three, tmp_path):
+    _, sb, sf, _, base, tuned = three
+    add_diff(sb, sb, sf, (tmp_path / "o").mkdir() or tmp_path / "o", 1.0)
+    out = load_file(str(tmp_path / "o" / "model.safetensors"))
+    for k in tuned:
+        assert torch.allclose(out[k], tuned[k], atol=1e-6, rtol=0), k  # b + (f − b): f up to one rounding
+
+
+def test_scale_zero_is_the_target_and_the_diagnostics_are_the_norms(three, tmp_path):
+    t, sb, sf, target, base, tuned = three
+    (tmp_path / "o").mkdir()
+    info = add_diff(t, sb, sf, tmp_path / "o", 0.0)
+    out = load_file(str(tmp_path / "o" / "model.safetensors"))
+    assert all(torch.equal(out[k], target[k]) for k in target)
+    diff = math.sqrt(sum(float((tuned[k] - base[k]).pow(2).sum()) for k in base))
+    gap = math.sqrt(sum(float((target[k] - base[k]).pow(2).sum()) for k in base))
+    dot = sum(float(((tuned[k] - base[k]) * (target[k] - base[k])).sum()) for k in base)
+    assert info["diff_norm"] == pytest.approx(diff, rel=1e-5)
+    assert info["version_gap_norm"] == pytest.approx(gap, rel=1e-5)
+    assert info["cos_diff_gap"] == pytest.approx(dot / (diff * gap), rel=1e-4)
+    assert json.loads((tmp_path / "o" / "recycle.json").read_text())["scale"] == 0.0
+    assert (tmp_path / "o" / "tokenizer.json").exists()
+    (tmp_path / "h").mkdir()
+    add_diff(t, sb, sf, tmp_path / "h", 0.5)
+    half = load_file(str(tmp_path / "h" / "model.safetensors"))
+    assert torch.allclose(half["w"], target["w"] + 0.5 * (tuned["w"] - base["w"]), atol=1e-6)
+
+
+def test_mismatched_shapes_and_vocabularies_are_refused(three, tmp_path):
+    t, sb, sf, target, base, tuned = three
+    grown = _model(tmp_path / "g", {"w": torch.zeros(9, 4), "b": torch.zeros(4)}, {"a": 0, "b": 1})
+    (tmp_path / "o").mkdir()
+    with pytest.raises(ValueError, match=r"recycle: w has shape \(9, 4\) in the target"):
+        add_diff(grown, sb, sf, tmp_path / "o", 1.0)
+    other = _model(tmp_path / "v", target, {"a": 0, "c": 1})
+    with pytest.raises(ValueError, match="tokenizers .* differ"):
+        add_diff(other, sb, sf, tmp_path / "o", 1.0)
+    missing = _model(tmp_path / "m", {"w": base["w"]}, {"a": 0, "b": 1})
+    with pytest.raises(ValueError, match="the source base has no tensor 'b'"):
+        add_diff(t, missing, sf, tmp_path / "o", 1.0)
+
+
+VERSIONS = ["model.pretrain.schedule=constant", "model.pretrain.segment_steps=10"]
+
+
+def _launch(store, tmp_path, name, *overrides):
+    args = [sys.executable, str(ROOT / "launch.py"), "debug=micro", f"store_dir={store}", "eval.tasks=[]",
+            *VERSIONS, *overrides, f"hydra.run.dir={tmp_path / name}"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / name / "results.json").read_text())
+
+
+def test_recycling_on_toy_versions_end_to_end(store_copy, tmp_path):
+    src = "'method.recycle_from=[{pretrain: {steps: 10}}]'".strip("'")
+    ft10 = _launch(store_copy, tmp_path, "ft10", "method=ft", "model.pretrain.steps=10")
+    only = _launch(store_copy, tmp_path, "only", "method=recycle", "model.pretrain.steps=20", src,
+                   "method.recycle_train=false")
+    then = _launch(store_copy, tmp_path, "then", "method=recycle", "model.pretrain.steps=20", src)
+    # the 20-step version continues the 10-step one: one stored prefix
+    assert len(list((store_copy / "pretrain").glob("[!.]*"))) >= 1
+    recycled = list((store_copy / "recycle").glob("[!.]*"))
+    assert len(recycled) == 1  # recycling only and recycle-then-FT start from the same recycled model
+    assert only["artifacts"]["model"] == recycled[0].name
+    info = json.loads((recycled[0] / "recycle.json").read_text())
+    assert info["diff_norm"] > 0 and info["version_gap_norm"] > 0
+    # the source fine-tune is the 10-step version's own FT model: trained once
+    trained = [p.name for p in (store_copy / "train").glob("[!.]*")]
+    assert ft10["artifacts"]["model"] in trained and len(trained) == 2  # FT on v10, and recycle-then-FT on v20
+    assert then["artifacts"]["model"] not in (only["artifacts"]["model"], ft10["artifacts"]["model"])
+    assert "down/arith/exact_match" in only["metrics"] and "down/arith/exact_match" in then["metrics"]
+
+
+def test_iterative_and_direct_recycling_key_apart():
+    from forgetting.pipeline import plan
+
+    chain = "method.recycle_from=[{pretrain: {steps: 10}}, {pretrain: {steps: 20}}]"
+    common = ["debug=micro", *VERSIONS, "method=recycle", "model.pretrain.steps=30", chain]
+    direct, iterative = plan(compose(*common)), plan(compose(*common, "method.recycle_iterative=true"))
+    assert direct["train"] != iterative["train"]
+    only_last = plan(compose("debug=micro", *VERSIONS, "method=recycle", "model.pretrain.steps=30",
+                             "method.recycle_from=[{pretrain: {steps: 20}}]"))
+    assert only_last["train"] == direct["train"]  # direct uses the latest version's own fine-tune only
+    cfs = plan(compose(*common, "method.recycle_method=cfs"))
+    assert cfs["train"] != direct["train"]
+
+
+def test_bad_recycle_settings_are_one_line_errors():
+    from forgetting.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method.recycle_from=\[\] is invalid"):
+        compose("debug=micro", "method=recycle")
+    with pytest.raises(ConfigError, match="method.recycle_method='nope' is invalid"):
+        compose("debug=micro", "method=recycle", "method.recycle_method=nope")
