@@ -395,6 +395,9 @@ class TrainerConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     packing: bool = False  # pack rows into fewer sequences (same rows per step): forgetting/data/encode.py
+    # steps whose weights are kept beside the final model (snapshots/step-N/), for convergence curves
+    # (eval: curve/<N>/...); full fine-tuning in one process
+    snapshot_steps: list[int] = field(default_factory=list)
     # training processes on this machine, one per GPU; train() starts them (forgetting/train/distributed.py)
     num_processes: int = 1
     # a DeepSpeed config, e.g. ZeRO-3 (conf/trainer/deepspeed_zero3.yaml); "auto" values are filled in by the HF
@@ -412,6 +415,10 @@ class TrainerConfig:
         _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
+        for n in self.snapshot_steps:
+            _check(n > 0, "trainer.snapshot_steps", self.snapshot_steps, "positive step numbers")
+        _check(not self.snapshot_steps or (self.num_processes == 1 and self.deepspeed is None),
+               "trainer.snapshot_steps", self.snapshot_steps, "[] with several processes or DeepSpeed")
         if self.deepspeed is not None:
             _check_deepspeed(self)
 

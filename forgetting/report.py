@@ -327,9 +327,11 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
 
     markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}\n\n"
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
-    lf = section(runs, out)
-    if lf:
-        markdown += "\n" + lf
+    from forgetting.convergence import section as recycling
+
+    for extra in (section(runs, out), recycling(runs, out)):
+        if extra:
+            markdown += "\n" + extra
     _atomic(out / "report.md", lambda f: f.write(markdown))
     _atomic(out / "report.csv", lambda f: f.write(to_csv(rows, columns)))
     plot_frontier(rows, out / "frontier.png", title)

@@ -129,6 +129,7 @@ LEAVES: dict[str, tuple] = {
         lr=1e-3, max_steps=4, batch_size=4, grad_accum=2, warmup_ratio=0.1, scheduler="linear", weight_decay=0.1,
         max_seq_len=64, logging_steps=1, bf16=True, gradient_checkpointing=True, packing=True,
         num_processes=2).items()},
+    "trainer.snapshot_steps": ([2], "train"),
     "trainer.epochs": (3.0, "none"),  # debug=micro sets max_steps
     "trainer.save_steps": (5, "none"),
     "trainer.deepspeed": (None, "skip: tests/train/test_zero3.py"),

@@ -165,6 +165,48 @@ class DownstreamLoss(Evaluator):
         return {f"down/{task}/loss": rows_loss(ev.model, rows, tok.pad_token_id, c.eval.batch_size)}
 
 
+class Curve(Evaluator):
+    """Convergence: the downstream loss (the toy task's test rows, or the dataset's test split) and the held-out
+    loss of each training snapshot (``trainer.snapshot_steps``) → ``curve/<step>/down_loss``,
+    ``curve/<step>/heldout_loss`` (toy world)."""
+
+    name = "curve"
+
+    def active(self, ev):
+        c = ev.c
+        return bool(c.trainer.snapshot_steps) and c.method.train and c.method.parts()["init"].trains() and (
+            c.dataset.source == "toy" or bool(test_split_rows(c)))
+
+    def spec(self, ev):
+        c = ev.c
+        return {"steps": c.trainer.snapshot_steps, "world": ev.world, "test": TestSplit().spec(ev)
+                if c.dataset.source != "toy" else None, "seq_len": c.model.pretrain.seq_len,
+                "batch_size": c.eval.batch_size}
+
+    def run(self, ev):
+        from forgetting.data.encode import encode_text
+        from forgetting.data.jsonl import read_jsonl
+        from forgetting.evaluate.heldout import rows_loss
+        from forgetting.models import load_model
+        from forgetting.pipeline import encode_example
+
+        c, tok = ev.c, ev.tokenizer
+        test = read_jsonl(ev.world.path / "down_test.jsonl") if c.dataset.source == "toy" else test_split_rows(c)
+        down = [encode_example(tok, c, r["query"], r["response"]) for r in test]
+        held = [encode_text(tok, r["text"], c.model.pretrain.seq_len)
+                for r in read_jsonl(ev.world.path / "heldout.jsonl")] if ev.world is not None else []
+        out = {}
+        for n in sorted(c.trainer.snapshot_steps):
+            path = ev.model_art.path / "snapshots" / f"step-{n}"
+            if not path.exists():  # the run had fewer steps
+                continue
+            model = load_model(path, "float32", False, None).to(ev.model.device)
+            out[f"curve/{n}/down_loss"] = rows_loss(model, down, tok.pad_token_id, c.eval.batch_size)
+            if held:
+                out[f"curve/{n}/heldout_loss"] = rows_loss(model, held, tok.pad_token_id, c.eval.batch_size)
+        return out
+
+
 class Robustness(Evaluator):
     """The rise of the held-out loss under weight noise and NF4 (``eval.robust_noise``, ``eval.robust_nf4``;
     forgetting/evaluate/robust.py), on the toy world's held-out documents or the first offline corpus."""
@@ -334,7 +376,7 @@ class Generative(Evaluator):
 
 # in this order: the generative benchmarks last, since a vLLM engine takes the loaded model's memory
 EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), DownstreamLoss(), Corpora(), BaseSamples(),
-                               Robustness(), Sharpness(), Generative()]
+                               Robustness(), Sharpness(), Curve(), Generative()]
 
 
 def active(ev: Evaluation) -> list[Evaluator]:

@@ -10,6 +10,7 @@ token-mean loss; augmentation rows carry ``w = method.weight`` (λ of the paper'
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from forgetting.data.encode import IGNORE, Collator
@@ -92,6 +93,23 @@ class WeightedTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class Snapshots(TrainerCallback):
+    """Saves the model at ``steps`` into ``work_dir/snapshots/step-N`` (which survives a kill; a resumed run keeps
+    the ones taken before it)."""
+
+    def __init__(self, steps, root: Path):
+        self.steps, self.root = set(steps), Path(root)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps and args.should_save:
+            target = self.root / f"step-{state.global_step}"
+            tmp = self.root / f".tmp-step-{state.global_step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(str(tmp))
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+
+
 def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, t, *, steps: int, seed: int = 0,
         hooks: Sequence = (), use_cpu: bool = True, configured_state: bool = False, report_to: str = "none",
         save_dtype: str | None = None, init_optimizer: Path | None = None, keep_optimizer: bool = False) -> dict:
@@ -133,6 +151,9 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
     trainer = WeightedTrainer(model=model, args=args, train_dataset=Rows(rows),
                               data_collator=Collator(pad_token_id, packing=t.packing), hooks=hooks,
                               init_optimizer=init_optimizer)
+    snapshots = Path(work_dir) / "snapshots"
+    if t.snapshot_steps:
+        trainer.add_callback(Snapshots(t.snapshot_steps, snapshots))
     resume = get_last_checkpoint(str(work_dir)) if Path(work_dir).exists() else None
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_deepspeed_enabled:
@@ -152,6 +173,8 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         else:
             trainer.save_model(str(out_dir))
     summary = {"steps": trainer.state.global_step, "resumed_from": resume, "train_loss": result.training_loss}
+    if t.snapshot_steps and args.should_save and snapshots.exists():
+        shutil.copytree(snapshots, Path(out_dir) / "snapshots", ignore=shutil.ignore_patterns(".tmp-*"))
     if keep_optimizer and args.should_save:
         torch.save(trainer.optimizer.state_dict(), Path(out_dir) / "optimizer.pt")
     if args.should_save:

@@ -132,3 +132,14 @@ def test_bad_recycle_settings_are_one_line_errors():
         compose("debug=micro", "method=recycle")
     with pytest.raises(ConfigError, match="method.recycle_method='nope' is invalid"):
         compose("debug=micro", "method=recycle", "method.recycle_method=nope")
+
+
+def test_snapshots_give_a_convergence_curve_ending_at_the_final_model(store_copy, tmp_path):
+    r = _launch(store_copy, tmp_path, "curve", "method=ft", "trainer.max_steps=6", "trainer.snapshot_steps=[2,4,6]",
+                "eval.downstream_loss=true")
+    m = r["metrics"]
+    assert [k for k in m if k.startswith("curve/")] == [f"curve/{n}/{w}" for n in (2, 4, 6)
+                                                       for w in ("down_loss", "heldout_loss")]
+    assert m["curve/6/down_loss"] == pytest.approx(m["down/arith/loss"], rel=1e-6)  # the last snapshot is the model
+    assert m["curve/6/heldout_loss"] == pytest.approx(m["pre/heldout/loss"], rel=1e-6)
+    assert m["curve/2/down_loss"] > m["curve/6/down_loss"]

@@ -1,0 +1,117 @@
+"""Report sections for recycling across versions (paper 004): the source × target table of recycled models, and
+convergence — each run's downstream loss per training step (``trainer.snapshot_steps``) with the speed-up of a
+recycled start: the steps plain fine-tuning needs to reach its final downstream loss ÷ the steps the recycled run
+needs to reach that loss.
+
+    python launch.py -m +experiment=recycle_versions       # writes convergence.png and these tables into report.md
+    pytest tests/test_convergence.py
+"""
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from pathlib import Path
+from typing import Optional
+
+CURVE = re.compile(r"^curve/(\d+)/down_loss$")
+
+
+def source_of(run: dict) -> Optional[str]:
+    """The ``method.recycle_from`` a run was given (its source versions), if any."""
+    for o in run.get("overrides", []):
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == "method.recycle_from":
+            return value
+    return None
+
+
+def curve(run: dict) -> list[tuple[int, float]]:
+    return sorted((int(m.group(1)), v) for k, v in run["metrics"].items() if (m := CURVE.match(k)))
+
+
+def steps_to(points: list[tuple[int, float]], target: float) -> Optional[int]:
+    """The first step whose downstream loss is ≤ ``target``."""
+    return next((s for s, v in points if v <= target), None)
+
+
+def speedups(runs: list[dict]) -> list[dict]:
+    """Per target base: plain FT's steps to its final downstream loss, and each recycled run's steps to that loss."""
+    out = []
+    for base in dict.fromkeys(r.get("base_label", "default") for r in runs):
+        mine = [r for r in runs if r.get("base_label", "default") == base and curve(r)]
+        ft = next((r for r in mine if r.get("method") == "ft"), None)
+        if ft is None:
+            continue
+        ft_curve = curve(ft)
+        final = ft_curve[-1][1]
+        ft_steps = steps_to(ft_curve, final)
+        for r in mine:
+            if r is ft:
+                continue
+            n = steps_to(curve(r), final)
+            out.append({"target": base, "run": r["label"], "ft_steps": ft_steps, "steps": n,
+                        "speedup": ft_steps / n if n else None})
+    return out
+
+
+def pivot(runs: list[dict], metric: str) -> tuple[list[str], list[str], dict]:
+    """Recycled models that were not fine-tuned: source (rows) × target (columns) → mean ``metric``."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in runs:
+        src = source_of(r)
+        if src is None or r.get("method") != "recycle" or curve(r) or metric not in r["metrics"]:
+            continue
+        cells.setdefault((src, r.get("base_label", "default")), []).append(r["metrics"][metric])
+    rows = list(dict.fromkeys(s for s, _ in cells))
+    cols = list(dict.fromkeys(t for _, t in cells))
+    return rows, cols, {k: statistics.mean(v) for k, v in cells.items()}
+
+
+def plot(runs: list[dict], path: str | os.PathLike) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from forgetting.report import _atomic
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for r in runs:
+        pts = curve(r)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['label']} [{r.get('base_label', 'default')}]")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("downstream loss ↓")
+    ax.set_title("Convergence (recycled starts vs plain fine-tuning)")
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png"), binary=True)
+    plt.close(fig)
+
+
+def section(runs: list[dict], out_dir: Path) -> str:
+    parts = []
+    metric = next((m for r in runs for m in r["metrics"] if m.startswith("down/") and m.endswith("/exact_match")),
+                  None)
+    if metric:
+        rows, cols, cells = pivot(runs, metric)
+        if cells:
+            lines = [f"## Recycled models: source × target (`{metric}`, no fine-tuning)\n",
+                     "| source \\ target | " + " | ".join(cols) + " |", "|:--|" + "--:|" * len(cols)]
+            for s in rows:
+                lines.append(f"| {s} | " + " | ".join(f"{100 * cells[(s, t)]:.1f}" if (s, t) in cells else "—"
+                                                      for t in cols) + " |")
+            parts.append("\n".join(lines) + "\n")
+    ups = speedups(runs)
+    if ups:
+        plot(runs, out_dir / "convergence.png")
+        lines = ["## Convergence\n", "Steps to plain FT's final downstream loss on the same target (from the "
+                 "snapshots, `trainer.snapshot_steps`).\n", "| target | run | FT steps | run's steps | speed-up |",
+                 "|:--|:--|--:|--:|--:|"]
+        for u in ups:
+            speed = "—" if u["speedup"] is None else f"{u['speedup']:.2f}×"
+            lines.append(f"| {u['target']} | {u['run']} | {u['ft_steps']} | {u['steps'] or 'not reached'} | "
+                         f"{speed} |")
+        parts.append("\n".join(lines) + "\n\n![convergence](convergence.png)\n")
+    return "\n".join(parts)
