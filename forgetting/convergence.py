@@ -73,21 +73,14 @@ def plot(runs: list[dict], path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.report import _atomic
+    from forgetting.report import save_plot
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for r in runs:
         pts = curve(r)
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['label']} [{r.get('base_label', 'default')}]")
-    ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel("downstream loss ↓")
-    ax.set_title("Convergence (recycled starts vs plain fine-tuning)")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png"), binary=True)
-    plt.close(fig)
+    save_plot(fig, ax, path, "fine-tuning step", "downstream loss ↓", "Convergence (recycled starts vs plain FT)", 6)
 
 
 def section(runs: list[dict], out_dir: Path) -> str:

@@ -90,7 +90,7 @@ def plot(per_base: dict[str, dict], x: str, path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.report import _atomic
+    from forgetting.report import save_plot
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for i, (base, b) in enumerate(per_base.items()):
@@ -100,14 +100,8 @@ def plot(per_base: dict[str, dict], x: str, path: str | os.PathLike) -> None:
         ax.plot(*zip(*(pts[k] for k in front)), color=f"C{i}", marker="o", label=base)
         if b["base"] is not None:
             ax.axhline(b["base"], color=f"C{i}", linestyle=":", alpha=0.6)
-    ax.set_xlabel(f"downstream loss ({x.split('/')[1]}) ↓")
-    ax.set_ylabel("held-out pretraining loss ↓")
-    ax.set_title("Learning–forgetting frontier per base (dotted: the base itself)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png"), binary=True)
-    plt.close(fig)
+    save_plot(fig, ax, path, f"downstream loss ({x.split('/')[1]}) ↓", "held-out pretraining loss ↓",
+              "Learning–forgetting frontier per base (dotted: the base itself)")
 
 
 def section(runs: list[dict], out_dir: Path) -> str:

@@ -293,6 +293,20 @@ def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAUL
 # ----------------------------------------------------------------------------------------------- files
 
 
+def save_plot(fig, ax, path: str | os.PathLike, xlabel: str, ylabel: str, title: str, legend_size: int = 8) -> None:
+    """Label, legend and grid ``ax``; write ``fig`` as a PNG atomically; close it."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png"), binary=True)
+    plt.close(fig)
+
+
 def _atomic(path: Path, write, binary: bool = False) -> None:
     # Temp file in the same directory so os.replace is a rename on one filesystem: a reader (or a crash)
     # sees the old file or the new one, never half of one.
