@@ -380,10 +380,10 @@ def label_of(c: Config, overrides: list[str] = ()) -> str:
 
 
 def base_label_of(overrides: list[str] = ()) -> str:
-    """The base model's part of a run's overrides (``pretrain=sam``, ``model.…``), for reports that compare bases;
-    "default" when none."""
+    """The base model's part of a run's overrides (``pretrain=sam``, ``version=v2``, ``model.…``), for reports that
+    compare bases; "default" when none."""
     mine = [o.lstrip("+~") for o in overrides if "=" in o and o.lstrip("+~").split("=", 1)[0].split(".")[0]
-            in ("model", "pretrain")]
+            in ("model", "pretrain", "version")]
     return ", ".join(mine) or "default"
 
 
@@ -395,7 +395,7 @@ def _changes_run(c: Config, key: str) -> bool:
 
     m = c.method
     group, _, knob = key.partition(".")
-    if group in ("model", "dataset", "pretrain"):  # pretrain: the option group of model.pretrain
+    if group in ("model", "dataset", "pretrain", "version"):  # option groups of model.pretrain and model
         return True
     if not m.train or group not in ("trainer", "method", "generator", "replay"):
         return False

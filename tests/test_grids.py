@@ -137,8 +137,8 @@ def test_experiment_preset_sweep_expands_to_valid_configs(name):
             if key == "method":
                 assert c.method.name == value
                 continue
-            if key == "pretrain":  # the option group of model.pretrain (conf/pretrain/)
-                assert value in {p.stem for p in (CONF / "pretrain").glob("*.yaml")}
+            if key in ("pretrain", "version"):  # option groups of model.pretrain and model (conf/<group>/)
+                assert value in {p.stem for p in (CONF / key).glob("*.yaml")}
                 continue
             got = _value(c, key)
             if isinstance(got, (int, float)):

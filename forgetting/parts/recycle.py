@@ -8,12 +8,13 @@
         'method.recycle_from=[{pretrain: {steps: 200}}, {pretrain: {steps: 400}}]'            # Algorithm 1
 
 A version is a set of ``model.*`` overrides (toy: ``pretrain.steps``, with ``pretrain.schedule: constant`` so a
-longer run continues a shorter one; hub: ``revision``). The source fine-tune is the run's own config on the source
-version with ``recycle_method``'s preset (FT by default; ``cfs`` for a diff taken from a CFS fine-tune): the same
-cached artifact as that version's own row. ``recycle_from`` lists the versions before the target, oldest first:
-"direct" recycles the last one's own fine-tune; ``recycle_iterative`` makes each fine-tune in the chain start from
-its predecessor's recycled fine-tune (M*ᵢ = FT(Mᵢ + M*ᵢ₋₁ − Mᵢ₋₁)). The sum is a ``recycle`` stage
-(forgetting/merge/diff.py), keyed by (target, source base, source fine-tune, scale).
+longer run continues a shorter one; hub: ``revision``), written out or named: ``version=v2`` picks
+``conf/version/v2.yaml`` for the run's own base, and ``recycle_from: [v1]`` names the same file. The source
+fine-tune is the run's own config on the source version with ``recycle_method``'s preset (FT by default; ``cfs`` for a
+diff taken from a CFS fine-tune): the same cached artifact as that version's own row. ``recycle_from`` lists the
+versions before the target, oldest first: "direct" recycles the last one's own fine-tune; ``recycle_iterative``
+makes each fine-tune in the chain start from its predecessor's recycled fine-tune (M*ᵢ = FT(Mᵢ + M*ᵢ₋₁ − Mᵢ₋₁)). The
+sum is a ``recycle`` stage (forgetting/merge/diff.py), keyed by (target, source base, source fine-tune, scale).
 
     pytest tests/merge/test_diff.py
 """
@@ -31,7 +32,8 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 @dataclass
 class RecycleKnobs:
-    recycle_from: list[dict[str, Any]] = field(default_factory=list)  # source versions, oldest first
+    # source versions, oldest first: names of conf/version/ options, or model overrides ({pretrain: {steps: 300}})
+    recycle_from: list[Any] = field(default_factory=list)
     recycle_scale: float = 1.0  # paper 004: plain addition
     recycle_iterative: bool = False
     recycle_train: bool = True  # false: evaluate target + Δ as it is
@@ -40,6 +42,19 @@ class RecycleKnobs:
     def __post_init__(self) -> None:
         check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
                    self.recycle_method, "a method preset of conf/method/")
+        for v in self.recycle_from:
+            check_knob(isinstance(v, dict) or (CONF / "version" / f"{v}.yaml").exists(), "recycle_from",
+                       self.recycle_from, "version names of conf/version/ or dicts of model overrides")
+
+
+def version_overrides(version) -> dict:
+    """A version's model overrides: a dict as given, or the ``conf/version/<name>.yaml`` option's content."""
+    if isinstance(version, dict):
+        return version
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / "version" / f"{version}.yaml")
+    return OmegaConf.to_container(node)
 
 
 def method_preset(name: str, **changes):
@@ -56,7 +71,7 @@ def version_config(c, overrides: dict, method):
     """The run's config on another model version, fine-tuned by ``method``."""
     from omegaconf import OmegaConf
 
-    model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(c.model), overrides))
+    model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(c.model), version_overrides(overrides)))
     return dataclasses.replace(c, model=model, method=method)
 
 

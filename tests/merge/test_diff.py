@@ -132,6 +132,17 @@ def test_bad_recycle_settings_are_one_line_errors():
         compose("debug=micro", "method=recycle")
     with pytest.raises(ConfigError, match="method.recycle_method='nope' is invalid"):
         compose("debug=micro", "method=recycle", "method.recycle_method=nope")
+    with pytest.raises(ConfigError, match=r"method.recycle_from=\['v9'\] is invalid: expected version names"):
+        compose("debug=micro", "method=recycle", "method.recycle_from=[v9]")
+
+
+def test_named_versions_are_the_written_out_overrides():
+    from forgetting.pipeline import plan
+
+    named = plan(compose("method=recycle", "version=v4", "method.recycle_from=[v3]"))
+    written = plan(compose("method=recycle", "version=v4", "method.recycle_from=[{pretrain: {schedule: constant, "
+                           "segment_steps: 250, steps: 750}}]"))
+    assert named == written
 
 
 def test_snapshots_give_a_convergence_curve_ending_at_the_final_model(store_copy, tmp_path):
