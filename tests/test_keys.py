@@ -55,7 +55,7 @@ LEAVES: dict[str, tuple] = {
     **{f"method.{k}": (None, "skip: picks a part (every preset's key is checked)") for k in
        ("init", "augment", "adapter", "regularizer", "optimizer", "merge")},
     **{f"method.{k}": (None, "skip: read by method=recycle only (tests/merge/test_diff.py)") for k in
-       ("recycle_from", "recycle_scale", "recycle_iterative", "recycle_train", "recycle_method")},
+       ("recycle_from", "recycle_scale", "recycle_iterative", "recycle_train", "recycle_method", "recycle_tuned")},
     "method.ratio": (0.5, {"cfs", "cs", "replay"}),
     "method.weight": (0.5, {"cfs", "cs", "replay"}),
     "method.l2_lambda": (0.01, {"l2"}),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from forgetting.parts.base import Init, check_knob, register
 
@@ -38,6 +38,9 @@ class RecycleKnobs:
     recycle_iterative: bool = False
     recycle_train: bool = True  # false: evaluate target + Δ as it is
     recycle_method: str = "ft"  # the source fine-tune's method preset (conf/method/)
+    # the source's fine-tuned model as a hub id or local directory (e.g. Meta-Llama-3-8B-Instruct), instead of
+    # fine-tuning the source version here
+    recycle_tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
@@ -113,8 +116,9 @@ class Recycle(Init):
         from forgetting.pipeline import train_spec
 
         src, base, inputs = self._source(ctx)
-        return {"target": ctx.base, "source_base": base,
-                "source_tuned": ctx.store.planned("train", train_spec(src, inputs)), "scale": self.knobs.recycle_scale}
+        tuned = {"hub": self.knobs.recycle_tuned} if self.knobs.recycle_tuned else \
+            ctx.store.planned("train", train_spec(src, inputs))
+        return {"target": ctx.base, "source_base": base, "source_tuned": tuned, "scale": self.knobs.recycle_scale}
 
     def start(self, ctx):
         from forgetting.merge.diff import add_diff
@@ -122,15 +126,18 @@ class Recycle(Init):
         from forgetting.pipeline import base_stage, train_stage
 
         src, _, _ = self._source(ctx)
-        src_base = base_stage(src, ctx.store, ctx.world)
-        src_tuned = train_stage(src, ctx.store, src_base, ctx.world)
         c = ctx.c
 
         def local(art, cfg):
             return model_dir(cfg.model.path, cfg.model.revision) if art.stage == "hub" else art.path
 
-        return ctx.store.build(self.stage, self.source_spec(ctx), lambda out: add_diff(
-            local(ctx.base, c), local(src_base, src), src_tuned.path, out, self.knobs.recycle_scale))
+        def make(out):
+            src_base = base_stage(src, ctx.store, ctx.world)
+            tuned = model_dir(self.knobs.recycle_tuned) if self.knobs.recycle_tuned else \
+                train_stage(src, ctx.store, src_base, ctx.world).path
+            add_diff(local(ctx.base, c), local(src_base, src), tuned, out, self.knobs.recycle_scale)
+
+        return ctx.store.build(self.stage, self.source_spec(ctx), make)
 
     def trains(self) -> bool:
         return self.knobs.recycle_train

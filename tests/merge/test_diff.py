@@ -154,3 +154,37 @@ def test_snapshots_give_a_convergence_curve_ending_at_the_final_model(store_copy
     assert m["curve/6/down_loss"] == pytest.approx(m["down/arith/loss"], rel=1e-6)  # the last snapshot is the model
     assert m["curve/6/heldout_loss"] == pytest.approx(m["pre/heldout/loss"], rel=1e-6)
     assert m["curve/2/down_loss"] > m["curve/6/down_loss"]
+
+
+def _perturbed(src, dst, seed):
+    import shutil
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        g = torch.Generator().manual_seed(seed)
+        t = load_file(str(f))
+        save_file({k: (v.float() + 0.01 * torch.randn(v.shape, generator=g)).to(v.dtype) for k, v in t.items()},
+                  str(f), metadata={"format": "pt"})
+    return dst
+
+
+def test_the_llama3_preset_recycles_a_given_instruct_diff_end_to_end(tiny_r1, tmp_path):
+    """Paper 004 Table 1's shape, dry: target + (source instruct − source base), three local Llama checkpoints
+    standing for Llama 3.1 8B, Llama 3.0 8B and Llama 3.0 8B Instruct; nothing is fine-tuned."""
+    src_base = tiny_r1
+    src_tuned = _perturbed(tiny_r1, tmp_path / "instruct", 1)
+    target = _perturbed(tiny_r1, tmp_path / "target", 2)
+    args = [sys.executable, str(ROOT / "launch.py"), "+experiment=llama3_recycle", "debug=dry",
+            f"model.path={target}", f"method.recycle_from=[{{path: {src_base}}}]",
+            f"method.recycle_tuned={src_tuned}", "dataset.source=jsonl",
+            "dataset.path=tests/fixtures/metamathqa.jsonl", "eval.include_path=[tests/fixtures/lm_eval_tasks]",
+            f"store_dir={tmp_path / 'store'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "down/gsm8k/exact_match" in r["metrics"] and not list((tmp_path / "store").glob("train/[!.]*"))
+    out = load_file(str(tmp_path / "store" / "recycle" / r["artifacts"]["model"] / "model.safetensors"))
+    t, b, f = (load_file(str(d / "model.safetensors")) for d in (target, src_base, src_tuned))
+    for k in t:
+        expected = (t[k].float() + (f[k].float() - b[k].float())).to(t[k].dtype)
+        assert torch.equal(out[k], expected), k
