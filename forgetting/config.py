@@ -454,6 +454,21 @@ def _check_deepspeed(t: TrainerConfig) -> None:
                f"'auto' or {str(ours).lower()} (trainer.bf16 sets the precision)")
 
 
+def _suite_benchmarks(names: list[str]) -> list[BenchmarkConfig]:
+    """The generative benchmarks of the eval options ``names`` (conf/eval/<name>.yaml), in order."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    out = []
+    for name in names:
+        path = Path(__file__).resolve().parents[1] / "conf" / "eval" / f"{name}.yaml"
+        _check(path.exists(), "eval.generative_from", name, "names of eval options (conf/eval/)")
+        for entry in OmegaConf.to_container(OmegaConf.load(path)).get("generative", []):
+            out.append(BenchmarkConfig(**entry))
+    return out
+
+
 @dataclass
 class EvalConfig:
     name: str = "toy"
@@ -464,6 +479,9 @@ class EvalConfig:
     groups: dict[str, list[str]] = field(default_factory=dict)
     fewshot: dict[str, int] = field(default_factory=dict)  # per-task shots, e.g. gsm8k: 5 (paper Appendix C)
     generative: list[BenchmarkConfig] = field(default_factory=list)
+    # other eval options (conf/eval/) whose generative benchmarks come first, in order: a suite made of suites
+    # (r1_suite = reasoning + medical) without copying their lists
+    generative_from: list[str] = field(default_factory=list)
     # which lm-eval metric,filter key each task reports (default: acc,none for multiple choice)
     metrics: dict[str, str] = field(default_factory=lambda: {"toy_arith": "exact_match,strict-match"})
     num_fewshot: Optional[int] = None
@@ -531,6 +549,10 @@ class EvalConfig:
         for key in ("generative_limit", "generative_max_new_tokens"):
             cap = getattr(self, key)
             _check(cap is None or cap > 0, f"eval.{key}", cap, "a positive integer or null")
+        if self.generative_from:  # idempotent: a config validated again does not list a benchmark twice
+            have = {b.name for b in self.generative}
+            self.generative = [*(b for b in _suite_benchmarks(self.generative_from) if b.name not in have),
+                               *self.generative]
         _check(self.benchmark_dir is None or bool(self.generative), "eval.benchmark_dir", self.benchmark_dir,
                "null: this eval suite has no generative benchmarks")
         for b in self.generative:

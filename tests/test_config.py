@@ -171,3 +171,12 @@ def test_benchmark_dir_without_a_benchmark_file_names_it(tmp_path):
     with pytest.raises(ConfigError, match=r"eval.benchmark_dir='.*' is invalid: expected a directory holding "
                                           r"math500.jsonl, math500.json or math500.parquet"):
         compose("eval=reasoning", f"eval.benchmark_dir={tmp_path}")
+
+
+def test_r1_suite_is_the_reasoning_then_the_medical_suite_without_copies():
+    r1, reasoning, medical = (compose(f"eval={n}").eval for n in ("r1_suite", "reasoning", "medical"))
+    assert [b.name for b in r1.generative] == [b.name for b in reasoning.generative + medical.generative]
+    assert r1.generative == reasoning.generative + medical.generative
+    again = OmegaConf.to_object(OmegaConf.structured(compose("eval=r1_suite")))  # validated twice: no duplicates
+    assert len(again.eval.generative) == len(r1.generative)
+    assert "generative:" not in (CONF / "eval" / "r1_suite.yaml").read_text()

@@ -106,6 +106,7 @@ LEAVES: dict[str, tuple] = {
     "eval.generative_max_new_tokens": (8, "none"),
     "eval.benchmark_dir": (None, "skip: only with generative benchmarks"),
     "eval.include_path": ([FIXTURES], "eval"),
+    "eval.generative_from": (["medical"], "eval"),
     "eval.gen_kwargs": ({"max_gen_toks": 4}, "eval"),
     "generator.backend": (None, "skip: test_vllm_dtype_and_bos_token_change_the_cfs_model below"),
     "generator.temperature": (0.6, {"cfs"}),
