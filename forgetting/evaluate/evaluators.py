@@ -195,12 +195,17 @@ class Curve(Evaluator):
         down = [encode_example(tok, c, r["query"], r["response"]) for r in test]
         held = [encode_text(tok, r["text"], c.model.pretrain.seq_len)
                 for r in read_jsonl(ev.world.path / "heldout.jsonl")] if ev.world is not None else []
+        summary = ev.model_art.path / "train_summary.json"
+        last = json.loads(summary.read_text())["steps"] if summary.exists() else None
         out = {}
-        for n in sorted(c.trainer.snapshot_steps):
+        for n in sorted({*c.trainer.snapshot_steps, *([last] if last else [])}):
             path = ev.model_art.path / "snapshots" / f"step-{n}"
-            if not path.exists():  # the run had fewer steps
+            if n == last:  # the curve ends at the trained model itself
+                model = ev.model
+            elif path.exists():
+                model = load_model(path, "float32", False, None).to(ev.model.device)
+            else:  # the run had fewer steps
                 continue
-            model = load_model(path, "float32", False, None).to(ev.model.device)
             out[f"curve/{n}/down_loss"] = rows_loss(model, down, tok.pad_token_id, c.eval.batch_size)
             if held:
                 out[f"curve/{n}/heldout_loss"] = rows_loss(model, held, tok.pad_token_id, c.eval.batch_size)
