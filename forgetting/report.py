@@ -27,7 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl")
+# losses, KL, and the rise of a loss under weight perturbation (robust/<kind>/increase) and along the
+# fine-tuning direction (sharp/direction/...)
+LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl", "/increase", "_loss", "/curvature")
 DEFAULT_TITLE = "Learning vs. forgetting"
 # Task names as they appear in metric keys are identifiers; a few read better spelled out in a table header.
 _PRETTY = {"heldout": "held-out", "avg": "Avg."}

@@ -57,3 +57,12 @@ def test_the_report_carries_the_section_and_the_plot(tmp_path):
     assert "## Learning–forgetting across bases" in md
     assert "| pretrain=sam | 0.400 | 1.050 | 1.300 | +0.250 | 75% |" in md
     assert (tmp_path / "lf_frontier.png").stat().st_size > 1000
+
+
+def test_robustness_and_curve_columns_are_lower_is_better_and_never_percentages():
+    from forgetting.report import aggregate, is_percent, lower_is_better
+
+    for m in ("robust/noise_0.2/increase", "robust/nf4/increase", "curve/10/down_loss", "sharp/direction/curvature"):
+        assert lower_is_better(m), m
+    rows = aggregate([{"label": "Base", "metrics": {"robust/noise_0.2/increase": 0.0177}}])
+    assert not is_percent(rows, "robust/noise_0.2/increase")
