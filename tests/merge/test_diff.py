@@ -188,3 +188,18 @@ def test_the_llama3_preset_recycles_a_given_instruct_diff_end_to_end(tiny_r1, tm
     for k in t:
         expected = (t[k].float() + (f[k].float() - b[k].float())).to(t[k].dtype)
         assert torch.equal(out[k], expected), k
+
+
+def test_a_source_version_is_itself_whatever_the_target_version():
+    """A version laid over another version's model is that version, not a mix (v4 onto the control must not inherit
+    the control's init seed; v4 onto v5 must not inherit v5's annealing)."""
+    from forgetting.pipeline import Inputs, base_spec, plan, world_spec
+    from forgetting.store import Store
+
+    v4_ft = plan(compose("version=v4", "method=ft"))["train"]
+    for target in ("control", "v5", "v1"):
+        c = compose(f"version={target}", "method=recycle", "method.recycle_from=[v4]")
+        store = Store(c.store_dir)
+        world = store.planned("world", world_spec(c))
+        inputs = Inputs(c, store, store.planned(*base_spec(c, world)), world)
+        assert c.method.parts()["init"].source_spec(inputs)["source_tuned"].key == v4_ft, target
