@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -403,7 +403,9 @@ def _changes_run(c: Config, key: str) -> bool:
         return True
     parts = m.parts()
     if group == "method":
-        return knob in KINDS or any(knob in part.spec() for part in parts.values())
+        # a knob of an active part (its spec may leave out knobs that act through its source, e.g. recycle_from)
+        return knob in KINDS or any(knob in part.spec() or knob in {f.name for f in fields(part.Knobs)}
+                                    for part in parts.values())
     placeholder = Artifact("hub", "", Path("."))  # the spec's names, not its values, are what matters here
     source = parts["augment"].source_spec(Inputs(c, Store(c.store_dir), placeholder, None)) or {}
     return knob in source.get(group if group == "replay" else "generator", source)
