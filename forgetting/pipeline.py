@@ -18,7 +18,7 @@ from pathlib import Path
 from forgetting.config import Config
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
-from forgetting.store import Artifact, Store, atomic_write_text, file_sha256, key_of
+from forgetting.store import Artifact, Store, atomic_write_text, input_sha256, key_of
 
 log = logging.getLogger("forgetting")
 
@@ -39,7 +39,7 @@ def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
         from forgetting.models import gguf_path
 
         gguf = gguf_path(c.model.path)
-        steps = [("import", {"gguf": gguf.name, "sha256": file_sha256(gguf)})]
+        steps = [("import", {"gguf": gguf.name, "sha256": input_sha256(gguf)})]
     elif c.model.source == "toy":
         from forgetting.toy.pretrain import chain
 
@@ -52,7 +52,7 @@ def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
 
         parent = list(steps[-1]) if steps else {"hub": c.model.path, "revision": c.model.revision}
         corpus = {"world": world} if m.corpus == "world" else {"path": m.corpus, "limit": m.corpus_limit,
-                                                              "sha256": file_sha256(Path(m.corpus).expanduser())}
+                                                              "sha256": input_sha256(m.corpus)}
         steps.append(("continue", {"parent": parent, "corpus": corpus,
                                    "segment": midtrain_segment(m, pretrain_seed(c) if m.seed is None else m.seed),
                                    "dtype": c.model.dtype}))

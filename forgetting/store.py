@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -77,6 +78,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def input_sha256(path: str | Path) -> str:
+    """The sha256 of an input file that goes into a key (a data file, a GGUF, a corpus), computed once per process
+    for a given (path, size, mtime): keys are derived many times per run (plan, stages, recycling sources)."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    return _input_sha256(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _input_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -29,13 +29,13 @@ def downstream_spec(cfg: DatasetConfig, world: Artifact | None) -> dict:
         spec = {"source": "toy", "world": world}
     else:
         from forgetting.data.files import is_local, local_files
-        from forgetting.store import file_sha256
+        from forgetting.store import input_sha256
 
         spec = {"source": cfg.source, "path": cfg.path, "subset": cfg.subset, "split": cfg.split,
                 "rows": {"builder": cfg.builder} if cfg.builder else
                 {"query_field": cfg.query_field, "response_field": cfg.response_field}}
         if cfg.source == "jsonl" and is_local(cfg.path):  # an edited file is other data
-            spec["sha256"] = [file_sha256(f) for f in local_files(cfg.path)]
+            spec["sha256"] = [input_sha256(f) for f in local_files(cfg.path)]
     spec.update(limit=cfg.limit, format=cfg.format)
     if cfg.format == "plain":
         spec["prompt_template"] = cfg.prompt_template
