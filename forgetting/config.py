@@ -86,6 +86,9 @@ class PretrainConfig:
     rho: float = 0.0  # SAM's radius (forgetting/parts/sam.py); 0: AdamW
     sam_phase: str = "all"  # with rho > 0: "all" steps, or only wsd's "decay" (paper 003 §3.5: ≈ +10% compute)
     seed: Optional[int] = None  # the init and data-order seed; null: world.seed
+    # true: the run's ``seed`` is added to it, so ``seed=0,1,2`` replicates the base as well as the fine-tuning (paper
+    # 003's question is about the base); seed 0 is the same stored base as false. false: every seed shares one base.
+    per_run_seed: bool = False
 
     def __post_init__(self) -> None:
         _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")

@@ -65,7 +65,10 @@ def base_spec(c: Config, world: Artifact | None) -> tuple[str, dict]:
 
 
 def pretrain_seed(c: Config) -> int:
-    return c.world.seed if c.model.pretrain.seed is None else c.model.pretrain.seed
+    """The toy base's init and data-order seed (``model.pretrain.seed``, default world.seed; plus the run's seed when
+    ``model.pretrain.per_run_seed``)."""
+    p = c.model.pretrain
+    return (c.world.seed if p.seed is None else p.seed) + (c.seed if p.per_run_seed else 0)
 
 
 @dataclass

@@ -49,6 +49,7 @@ LEAVES: dict[str, tuple] = {
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
     "model.pretrain.segment_steps": (None, "skip: with schedule constant only (tests/merge/test_diff.py)"),
     "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
+    "model.pretrain.per_run_seed": (True, "none"),  # at seed 0 the same base (test_per_run_seed_replicates_the_base)
     "method.name": ("other", "none"),
     "method.label": ("other", "none"),
     "method.train": (None, "skip: structural (the base preset)"),
@@ -213,6 +214,16 @@ def test_ft_trains_once_in_a_ratio_or_temperature_sweep():
           ("method.ratio=2.0", "method.ratio=0.1", "generator.temperature=0.6", "generator.top_p=1.0")}
     cfs = {plan(compose("debug=micro", "method=cfs", o))["train"] for o in ("method.ratio=2.0", "method.ratio=0.1")}
     assert len(ft) == 1 and len(cfs) == 2
+
+
+def test_per_run_seed_replicates_the_base():
+    """seed=0,1,2 shares one base unless model.pretrain.per_run_seed; then each seed has its own, and seed 0's is
+    the shared one (so a seed-0 sweep already run is reused)."""
+    bases = {(per, s): plan(compose("debug=micro", "method=ft", f"seed={s}", f"model.pretrain.per_run_seed={per}"))
+             for per in (False, True) for s in (0, 1, 2)}
+    assert len({bases[False, s]["base"] for s in (0, 1, 2)}) == 1
+    assert len({bases[True, s]["base"] for s in (0, 1, 2)}) == 3
+    assert bases[True, 0] == bases[False, 0]
 
 
 def test_olmo_table3_ft_is_olmo_table2_ft(tiny_olmo):
