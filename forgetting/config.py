@@ -125,6 +125,9 @@ class MidtrainConfig:
     bf16: bool = False  # bf16 autocast over fp32 weights
     corpus: str = "world"  # "world": the toy world's corpus; else a local .jsonl of {"text": ...} documents
     corpus_limit: Optional[int] = None  # the first N documents
+    # corpus "world" only: new documents whose sentence kinds are drawn with these weights of fact, category,
+    # agreement, pattern (the world's corpus: [4, 2, 2, 2]); a stage-2 mix (paper 004). []: the corpus as written
+    mix: list[float] = field(default_factory=list)
     seed: Optional[int] = None  # null: world.seed
     max_steps: Optional[int] = None  # a cap on steps, applied when validated (debug=dry: 2)
 
@@ -139,7 +142,11 @@ class MidtrainConfig:
                self.scheduler, "constant, linear, cosine or constant_with_warmup")
         _check(self.rho >= 0, "model.midtrain.rho", self.rho, "a number >= 0 (0: AdamW)")
         _check_local("model.midtrain.corpus", self.corpus)  # a relative path is checked before compute
-
+        if self.mix:
+            _check(self.corpus == "world", "model.midtrain.mix", list(self.mix),
+                   "[] unless model.midtrain.corpus=world (it reweights the toy world's corpus)")
+            _check(len(self.mix) == 4 and min(self.mix) >= 0 and sum(self.mix) > 0, "model.midtrain.mix",
+                   list(self.mix), "4 weights >= 0, not all 0: fact, category, agreement, pattern")
 
 @dataclass
 class ModelConfig:

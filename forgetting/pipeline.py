@@ -53,6 +53,10 @@ def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
         parent = list(steps[-1]) if steps else {"hub": c.model.path, "revision": c.model.revision}
         corpus = {"world": world} if m.corpus == "world" else {"path": m.corpus, "limit": m.corpus_limit,
                                                               "sha256": input_sha256(m.corpus)}
+        if m.mix:
+            from forgetting.toy.world import MIX
+
+            corpus["mix"] = dict(zip(MIX, map(float, m.mix)))
         steps.append(("continue", {"parent": parent, "corpus": corpus,
                                    "segment": midtrain_segment(m, pretrain_seed(c) if m.seed is None else m.seed),
                                    "dtype": c.model.dtype}))

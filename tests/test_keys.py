@@ -45,6 +45,7 @@ LEAVES: dict[str, tuple] = {
     **{f"model.midtrain.{k}": (v, "none") for k, v in dict(  # read only with steps > 0 (tests/train/test_sam.py)
         lr=1e-3, scheduler="cosine", warmup_ratio=0.1, rho=0.05, batch_size=8, grad_accum=2, seq_len=64,
         weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4).items()},
+    "model.midtrain.mix": ([1, 3, 3, 3], "none"),  # read only with steps > 0 (tests/merge/test_diff.py)
     "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
     "model.pretrain.segment_steps": (None, "skip: with schedule constant only (tests/merge/test_diff.py)"),

@@ -77,10 +77,16 @@ def chain(cfg: ModelConfig, world, seed: int) -> list[tuple[str, dict]]:
     return out
 
 
-def corpus_texts(corpus: dict | None, world) -> list[str]:
-    """The documents a segment trains on: the toy world's corpus, or the first ``limit`` rows of a local jsonl."""
+def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
+    """The documents a segment trains on: the toy world's corpus (as many new documents with its sentence kinds
+    reweighted, given a ``mix``), or the first ``limit`` rows of a local jsonl."""
     if corpus is None or "world" in corpus:
-        return [r["text"] for r in read_jsonl(Path(world.path) / "corpus.jsonl")]
+        texts = [r["text"] for r in read_jsonl(Path(world.path) / "corpus.jsonl")]
+        if corpus and corpus.get("mix"):
+            from forgetting.toy.world import reweighted_corpus
+
+            return reweighted_corpus(Path(world.path), corpus["mix"], len(texts), seed)
+        return texts
     rows = read_jsonl(Path(corpus["path"]).expanduser())
     return [r["text"] for r in rows[:corpus["limit"]] if r.get("text")]
 
@@ -99,7 +105,7 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
         model = make_model(c.model, tokenizer)
     else:
         model, tokenizer = load(c, parent, dtype="float32")[0], tokenizer_of(c, parent)
-    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in corpus_texts(spec.get("corpus"), world)]
+    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in corpus_texts(spec.get("corpus"), world, seg["seed"])]
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
     t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
                       warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=seg["scheduler"],

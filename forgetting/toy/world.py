@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forgetting.config import WorldConfig
-from forgetting.data.jsonl import write_jsonl
+from forgetting.data.jsonl import read_jsonl, write_jsonl
 
 SYLLABLES = ["ka", "mo", "ri", "tu", "ze", "la", "po", "ni", "ve", "su", "da", "fe", "go", "hu", "ji", "lo",
              "me", "nu", "pa", "qi", "ro", "si", "ta", "vu", "wo", "xe", "yi", "zu", "be", "co"]
@@ -131,8 +131,12 @@ def pattern_sentence(rng: random.Random) -> str:
     return "pattern : " + " ".join(seq) + " ."
 
 
-def document(rng: random.Random, countries: list[Country]) -> str:
-    kinds = rng.choices(["fact", "category", "agreement", "pattern"], weights=[4, 2, 2, 2], k=rng.randint(4, 7))
+# the corpus's mix of sentence kinds (relative weights); a continued-pretraining corpus may reweight it
+MIX = {"fact": 4.0, "category": 2.0, "agreement": 2.0, "pattern": 2.0}
+
+
+def document(rng: random.Random, countries: list[Country], mix: dict[str, float] = MIX) -> str:
+    kinds = rng.choices(list(MIX), weights=[mix.get(k, 0.0) for k in MIX], k=rng.randint(4, 7))
     out = []
     for kind in kinds:
         if kind == "fact":
@@ -232,6 +236,14 @@ def downstream(cfg: WorldConfig) -> tuple[list[dict], list[dict]]:
         if p["query"] not in seen:  # no test question appears in training
             train.append(p)
     return train, test
+
+
+def reweighted_corpus(world_dir: Path, mix: dict[str, float], n_docs: int, seed: int) -> list[str]:
+    """``n_docs`` new documents about the world's countries with the sentence kinds weighted by ``mix`` (kinds left
+    out: weight 0): a "stage-2" corpus for continued pretraining (paper 004's reweighted mid-training data)."""
+    countries = [Country(**row) for row in read_jsonl(Path(world_dir) / "countries.jsonl")]
+    rng = random.Random(f"{seed}:mix:{sorted(mix.items())}")
+    return [document(rng, countries, mix) for _ in range(n_docs)]
 
 
 # ---- writing the world -----------------------------------------------------------------------------------

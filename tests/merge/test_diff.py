@@ -2,7 +2,7 @@
 it reproduces the fine-tuned model, scale 0 is the target, mismatched shapes and vocabularies are refused in one
 line, the diagnostics are the norms they name; through launch.py on toy versions (checkpoints of one constant-lr
 run), the source fine-tune is that version's own FT artifact, recycling only / recycle-then-FT / iterative / direct
-each run and key apart."""
+each run and key apart; a stage-2 version continues on the world's corpus reweighted."""
 from __future__ import annotations
 
 import json
@@ -203,3 +203,46 @@ def test_a_source_version_is_itself_whatever_the_target_version():
         world = store.planned("world", world_spec(c))
         inputs = Inputs(c, store, store.planned(*base_spec(c, world)), world)
         assert c.method.parts()["init"].source_spec(inputs)["source_tuned"].key == v4_ft, target
+
+
+def test_a_stage_2_version_trains_on_a_reweighted_corpus(micro_store, tmp_path):
+    """model.midtrain.mix draws new documents with the sentence kinds reweighted (kinds at 0 never appear), keys the
+    base apart from the same continuation on the corpus as written, and a version states it whole (v5 laid over
+    v5_mix is v5)."""
+    from forgetting.pipeline import base_stage, plan, world_stage
+    from forgetting.store import Store
+    from forgetting.toy.pretrain import corpus_texts
+
+    c = compose("debug=micro", f"store_dir={micro_store}")
+    world = world_stage(c, Store(micro_store))
+    as_written = corpus_texts({"world": world}, world)
+    patterns = corpus_texts({"world": world, "mix": {"fact": 0, "category": 0, "agreement": 0, "pattern": 1}},
+                            world, seed=3)
+    assert len(patterns) == len(as_written) and patterns != as_written
+    assert all(s.startswith("pattern :") for doc in patterns for s in doc.split(" . ") if s)
+    assert patterns == corpus_texts({"world": world, "mix": {"fact": 0, "category": 0, "agreement": 0,
+                                                                "pattern": 1}}, world, seed=3)
+    mid = ("debug=micro", f"store_dir={micro_store}", "model.midtrain.steps=2", "model.midtrain.batch_size=4")
+    keys = {mix: plan(compose(*mid, f"model.midtrain.mix={mix}"))["base"] for mix in ("[]", "[0,0,0,1]", "[1,0,0,0]")}
+    assert len(set(keys.values())) == 3
+    store = Store(tmp_path / "store")
+    c = compose(*mid, "model.midtrain.mix=[0,0,0,1]", f"store_dir={tmp_path / 'store'}")
+    assert base_stage(c, store, world_stage(c, store)).key == keys["[0,0,0,1]"]
+    v5 = plan(compose("version=v5", "method=ft"))["train"]
+    assert plan(compose("version=v5_mix", "method=ft"))["train"] != v5
+    from forgetting.pipeline import Inputs, base_spec, world_spec
+
+    c = compose("version=v5_mix", "method=recycle", "method.recycle_from=[v5]")
+    store = Store(c.store_dir)
+    world = store.planned("world", world_spec(c))
+    inputs = Inputs(c, store, store.planned(*base_spec(c, world)), world)
+    assert c.method.parts()["init"].source_spec(inputs)["source_tuned"].key == v5
+
+
+def test_a_bad_mix_is_a_one_line_error():
+    from forgetting.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.midtrain.mix=\[1.0, 2.0\] is invalid: expected 4 weights"):
+        compose("debug=micro", "model.midtrain.mix=[1,2]")
+    with pytest.raises(ConfigError, match="model.midtrain.mix=.* is invalid: expected \\[\\] unless"):
+        compose("debug=micro", "model.midtrain.mix=[1,1,1,1]", "model.midtrain.corpus=tests/fixtures/dolma.jsonl")
