@@ -240,6 +240,9 @@ class DatasetConfig:
     path: Optional[str] = None
     subset: Optional[str] = None
     split: str = "train"
+    # more sources of the same schema and split, their rows after ``path``'s (open-instruct's dataset_mixer_list with
+    # weight 1.0 each: e.g. Tülu-3's three personas math sets, paper 004); hub ids or local files like ``path``
+    mix_with: list[str] = field(default_factory=list)
     limit: Optional[int] = None
     # "plain": prompt_template + " " + response (MetaMathQA, paper Appendix B); "chat": the tokenizer's chat
     # template for the user turn, the response (e.g. "<think>…</think> answer") as the assistant turn (MedReason)
@@ -266,6 +269,12 @@ class DatasetConfig:
         _check_local("dataset.path", self.path)
         if self.source == "jsonl":
             _check_data_file("dataset.path", self.path)
+        _check(self.source != "toy" or not self.mix_with, "dataset.mix_with", list(self.mix_with),
+               "[] with dataset.source=toy")
+        for other in self.mix_with:
+            _check_local("dataset.mix_with", other)
+            if self.source == "jsonl":
+                _check_data_file("dataset.mix_with", other)
         _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
         for key in ("test_path", "test_split"):
@@ -394,6 +403,7 @@ class TrainerConfig:
     lr: float = 3e-3  # toy, measured: at 1e-3, 6 epochs leave the toy task mid-curve (FT 93.5%, CFS 36%); README
     epochs: float = 6.0  # over the downstream data; sets the step count, which mixes do not change
     max_steps: Optional[int] = None  # overrides epochs
+    step_cap: Optional[int] = None  # a cap on the steps, however a preset sets them (debug=dry: 2)
     batch_size: int = 32  # per device
     grad_accum: int = 1  # effective batch = batch_size * grad_accum * num_processes
     warmup_ratio: float = 0.03  # paper §3: warmup 3% of steps
@@ -419,6 +429,10 @@ class TrainerConfig:
         _check(self.epochs > 0, "trainer.epochs", self.epochs, "a number > 0")
         _check(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", self.max_steps,
                "a positive integer or null")
+        _check(self.step_cap is None or self.step_cap > 0, "trainer.step_cap", self.step_cap,
+               "a positive integer or null")
+        if self.step_cap is not None:
+            self.max_steps = min(self.max_steps or self.step_cap, self.step_cap)
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
         _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
@@ -765,6 +779,9 @@ def _check_data(d: DatasetConfig) -> dict[str, list]:
     rows = {}
     if d.source != "toy" and file_builder(d.path):
         rows["dataset.path"] = check_file("dataset.path", d.path, d)[: d.limit]
+    for other in d.mix_with:
+        if file_builder(other):
+            rows[f"dataset.mix_with {other}"] = check_file("dataset.mix_with", other, d)[: d.limit]
     if d.test_path is not None:
         rows["dataset.test_path"] = check_file("dataset.test_path", d.test_path, d, re.compile(d.answer_pattern))
     return rows

@@ -130,7 +130,7 @@ def train_spec(c: Config, inputs: Inputs) -> dict:
 def trainer_spec(t) -> dict:
     """The trainer settings that shape the model: not the option's name, not the checkpoint period (a resumed run
     ends where an uninterrupted one does), not ``epochs`` when ``max_steps`` sets the step count."""
-    skip = {"name", "save_steps"} | ({"epochs"} if t.max_steps is not None else set())
+    skip = {"name", "save_steps", "step_cap"} | ({"epochs"} if t.max_steps is not None else set())
     return {k: v for k, v in asdict(t).items() if k not in skip}
 
 

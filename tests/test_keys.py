@@ -70,6 +70,7 @@ LEAVES: dict[str, tuple] = {
     "dataset.name": ("other", "none"),
     "dataset.source": (None, "skip: selects another dataset (tests/test_byo.py)"),
     "dataset.path": (None, "skip: only with dataset.source hf or jsonl"),
+    "dataset.mix_with": (None, "skip: only with dataset.source hf or jsonl (tests/merge/test_diff.py)"),
     "dataset.subset": ("x", "none"),
     "dataset.split": ("validation", "none"),
     "dataset.limit": (32, "train"),
@@ -134,6 +135,7 @@ LEAVES: dict[str, tuple] = {
         num_processes=2).items()},
     "trainer.snapshot_steps": ([2], "train"),
     "trainer.epochs": (3.0, "none"),  # debug=micro sets max_steps
+    "trainer.step_cap": (1, "train"),  # caps max_steps (debug=dry: a preset that sets its own steps)
     "trainer.save_steps": (5, "none"),
     "trainer.deepspeed": (None, "skip: tests/train/test_zero3.py"),
     **{f"logger.{k}": (v, "none") for k, v in dict(

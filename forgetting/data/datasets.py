@@ -36,6 +36,10 @@ def downstream_spec(cfg: DatasetConfig, world: Artifact | None) -> dict:
                 {"query_field": cfg.query_field, "response_field": cfg.response_field}}
         if cfg.source == "jsonl" and is_local(cfg.path):  # an edited file is other data
             spec["sha256"] = [input_sha256(f) for f in local_files(cfg.path)]
+        if cfg.mix_with:
+            spec["mix_with"] = [{"path": p, **({"sha256": [input_sha256(f) for f in local_files(p)]}
+                                               if cfg.source == "jsonl" and is_local(p) else {})}
+                                for p in cfg.mix_with]
     spec.update(limit=cfg.limit, format=cfg.format)
     if cfg.format == "plain":
         spec["prompt_template"] = cfg.prompt_template

@@ -43,7 +43,18 @@ def medreason_options(row: dict) -> dict:
     return out
 
 
+def tulu3_sft(row: dict) -> dict:
+    """Tülu 3 SFT sets (``allenai/tulu-3-sft-personas-math`` and its -grade/-algebra siblings: columns id, prompt,
+    messages): the first user turn of ``messages`` as the query, the assistant turn after it as the response."""
+    messages = row["messages"]
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    if not users or users[0] + 1 >= len(messages) or messages[users[0] + 1]["role"] != "assistant":
+        raise ValueError("'messages' has no user turn followed by an assistant turn")
+    return {"query": messages[users[0]]["content"], "response": messages[users[0] + 1]["content"]}
+
+
 BUILDERS: dict[str, Callable[[dict], dict]] = {
+    "tulu3_sft": tulu3_sft,
     "metamathqa": metamathqa,
     "medreason": medreason,
     "medreason_options": medreason_options,
@@ -73,20 +84,27 @@ def load_rows(cfg: DatasetConfig, test: bool = False) -> list[dict]:
         key, path, split = ("dataset.test_path", cfg.test_path, "train") if cfg.test_path else \
             ("dataset.test_split", cfg.path, cfg.test_split)
     row_builder(cfg)  # an unknown dataset.builder fails before the data is loaded
-    if cfg.source == "jsonl" and not file_builder(path):
-        raise ConfigError(f"{key}={path!r} is invalid: expected a .json/.jsonl/.parquet/.csv file")
-    ds = load_source(path, cfg.subset, split)
-    columns = list(ds.column_names)
-    if cfg.builder is None:
-        for name, field in (("query_field", cfg.query_field), ("response_field", cfg.response_field)):
-            if field not in columns:
-                raise ConfigError(f"dataset.{name}={field!r} is invalid: expected a field of {path}: it has {columns}")
-    if cfg.limit and not test:
-        ds = ds.select(range(min(cfg.limit, len(ds))))
-    where = path if key != "dataset.test_split" else split
-    answers = re.compile(cfg.answer_pattern) if test else None
-    return [pair for _, pair in check_rows(key, where, ((f"row {i}", dict(r)) for i, r in enumerate(ds, 1)), cfg,
-                                           answers)]
+    sources = [(key, path)] + ([] if test else [("dataset.mix_with", other) for other in cfg.mix_with])
+    out: list[dict] = []
+    for key, path in sources:
+        if cfg.limit and not test and len(out) >= cfg.limit:
+            break
+        if cfg.source == "jsonl" and not file_builder(path):
+            raise ConfigError(f"{key}={path!r} is invalid: expected a .json/.jsonl/.parquet/.csv file")
+        ds = load_source(path, cfg.subset, split)
+        columns = list(ds.column_names)
+        if cfg.builder is None:
+            for name, field in (("query_field", cfg.query_field), ("response_field", cfg.response_field)):
+                if field not in columns:
+                    raise ConfigError(f"dataset.{name}={field!r} is invalid: expected a field of {path}: it has "
+                                      f"{columns}")
+        if cfg.limit and not test:
+            ds = ds.select(range(min(cfg.limit - len(out), len(ds))))
+        where = path if key != "dataset.test_split" else split
+        answers = re.compile(cfg.answer_pattern) if test else None
+        out += [pair for _, pair in check_rows(key, where, ((f"row {i}", dict(r)) for i, r in enumerate(ds, 1)),
+                                               cfg, answers)]
+    return out
 
 
 # Stand-ins for message texts while the chat template's layout is probed: plain words, so that no template

@@ -105,7 +105,8 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
         model = make_model(c.model, tokenizer)
     else:
         model, tokenizer = load(c, parent, dtype="float32")[0], tokenizer_of(c, parent)
-    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in corpus_texts(spec.get("corpus"), world, seg["seed"])]
+    texts = corpus_texts(spec.get("corpus"), world, seg["seed"])
+    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in texts]
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
     t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
                       warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=seg["scheduler"],

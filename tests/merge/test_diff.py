@@ -246,3 +246,86 @@ def test_a_bad_mix_is_a_one_line_error():
         compose("debug=micro", "model.midtrain.mix=[1,2]")
     with pytest.raises(ConfigError, match="model.midtrain.mix=.* is invalid: expected \\[\\] unless"):
         compose("debug=micro", "model.midtrain.mix=[1,1,1,1]", "model.midtrain.corpus=tests/fixtures/dolma.jsonl")
+
+
+TULU_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<|user|>\n{{ m['content'] }}\n"
+                 "{% elif m['role'] == 'assistant' %}<|assistant|>\n{{ m['content'] }}{{ eos_token }}\n{% endif %}"
+                 "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def test_the_olmo2_versions_are_the_papers_revisions():
+    """M1–M5 name OLMo-2-7B's revisions (paper 004 §4, as its scripts load them); each is another model to
+    fine-tune, and the fine-tuning is the paper's script's."""
+    from forgetting.pipeline import plan
+
+    revisions = {}
+    for i in range(1, 6):
+        c = compose("+experiment=olmo2_recycle", f"version=olmo2_m{i}", "hydra.mode=RUN")
+        assert (c.model.source, c.model.path) == ("hf", "allenai/OLMo-2-1124-7B")
+        revisions[i] = c.model.revision
+    assert revisions == {1: "stage1-step300000-tokens1259B", 2: "stage1-step600000-tokens2517B",
+                         3: "stage1-step928646-tokens3896B", 4: "stage2-ingredient1-step6000-tokens26B",
+                         5: "stage2-ingredient1-step11931-tokens50B"}
+    t = c.trainer
+    assert (t.lr, t.scheduler, t.warmup_ratio, t.weight_decay, t.max_steps, t.max_seq_len) == (
+        5e-6, "linear", 0.03, 0.0, 30000, 4096)
+    assert t.batch_size * t.grad_accum * t.num_processes == 8 and t.deepspeed["zero_optimization"]["stage"] == 3
+    assert c.dataset.mix_with == ["allenai/tulu-3-sft-personas-math-grade", "allenai/tulu-3-sft-personas-algebra"]
+    keys = {i: plan(compose("+experiment=olmo2_recycle", f"version=olmo2_m{i}", "hydra.mode=RUN"))["train"]
+            for i in (4, 5)}
+    assert keys[4] != keys[5]
+
+
+def test_the_olmo2_preset_recycles_then_fine_tunes_on_tulu_rows_end_to_end(tiny_olmo, tmp_path):
+    """Paper 004 §4's shape, dry: M5 + (FT(M4) − M4), then fine-tuned, on two local OLMo checkpoints standing for the
+    two revisions, with Tülu-3-schema rows from two files (dataset.mix_with) in a Tülu chat template."""
+    from transformers import AutoTokenizer
+
+    versions = {}
+    for name, seed in (("m4", 1), ("m5", 2)):
+        versions[name] = _perturbed(tiny_olmo, tmp_path / name, seed)
+        tok = AutoTokenizer.from_pretrained(versions[name])
+        tok.chat_template = TULU_TEMPLATE
+        tok.save_pretrained(versions[name])
+    args = [sys.executable, str(ROOT / "launch.py"), "+experiment=olmo2_recycle", "debug=dry", "hydra.mode=RUN",
+            f"model.path={versions['m5']}", "method=recycle", f"method.recycle_from=[{{path: {versions['m4']}}}]",
+            "trainer.deepspeed=null", "trainer.num_processes=1", "dataset.source=jsonl",
+            "dataset.path=tests/fixtures/tulu3_personas_math.jsonl",
+            "dataset.mix_with=[tests/fixtures/tulu3_personas_algebra.jsonl]",
+            "eval.include_path=[tests/fixtures/lm_eval_tasks]", f"store_dir={tmp_path / 'store'}",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "down/gsm8k/exact_match" in r["metrics"]
+    trained = sorted((tmp_path / "store" / "train").glob("[!.]*"))
+    assert len(trained) == 2  # FT on M4 (the diff's source), then M5 + Δ fine-tuned
+    for d in trained:
+        assert json.loads((d / "train_summary.json").read_text())["rows"] == 5  # 3 math rows + 2 algebra rows
+    assert len(list((tmp_path / "store" / "recycle").glob("[!.]*"))) == 1
+
+
+def test_tulu_rows_and_a_bad_mix_with_file(tmp_path):
+    from forgetting.config import ConfigError, check_inputs
+    from forgetting.data.formats import load_rows
+
+    c = compose("dataset=tulu3_math", "dataset.source=jsonl", "dataset.path=tests/fixtures/tulu3_personas_math.jsonl",
+                "dataset.mix_with=[tests/fixtures/tulu3_personas_algebra.jsonl]")
+    rows = load_rows(c.dataset)
+    assert [r["response"].rsplit(": ", 1)[1] for r in rows] == ["69", "30", "8", "5", "9"]
+    assert rows[3]["query"] == "Solve 3x + 7 = 22 for x."
+    c.dataset.limit = 4
+    assert len(load_rows(c.dataset)) == 4
+    from forgetting.pipeline import plan
+
+    one = ("dataset=tulu3_math", "dataset.source=jsonl", "dataset.path=tests/fixtures/tulu3_personas_math.jsonl")
+    assert plan(compose(*one, "dataset.mix_with=[]"))["train"] != plan(compose(
+        *one, "dataset.mix_with=[tests/fixtures/tulu3_personas_algebra.jsonl]"))["train"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "only a question"}]}) + "\n")
+    c = compose("dataset=tulu3_math", "dataset.source=jsonl", "dataset.path=tests/fixtures/tulu3_personas_math.jsonl",
+                f"dataset.mix_with=[{bad}]", f"store_dir={tmp_path / 'store'}")
+    with pytest.raises(ConfigError, match=f"dataset.mix_with='{bad}' is invalid: expected every row"):
+        check_inputs(c)  # before any stage, as launch.py checks a run's files
+    with pytest.raises(ConfigError, match=r"dataset.mix_with=\['x.jsonl'\] is invalid: expected \[\] with"):
+        compose("dataset.mix_with=[x.jsonl]")
