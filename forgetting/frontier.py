@@ -104,6 +104,34 @@ def plot(per_base: dict[str, dict], x: str, path: str | os.PathLike) -> None:
               "Learning–forgetting frontier per base (dotted: the base itself)")
 
 
+def per_seed(runs: list[dict], x: str, reference: str) -> dict:
+    """With several seeds: the loss-matched comparison on each seed's runs alone (its own τ), as
+    {seed: loss_matched table}; a seed missing the reference or a base model is left out; {} unless two remain."""
+    seeds = sorted({r["seed"] for r in runs if r.get("seed") is not None})
+    out = {}
+    for seed in seeds if len(seeds) > 1 else []:
+        mine = points([r for r in runs if r.get("seed") == seed], x)
+        if reference in mine and all(b["base"] is not None for b in mine.values()):
+            out[seed] = loss_matched(mine, reference)
+    return out if len(out) > 1 else {}
+
+
+def seeds_markdown(tables: dict, bases: list[str]) -> str:
+    """Each seed's τ and % less forgetting per base, and their mean ± sample std."""
+    if not tables:
+        return ""
+    head = " | ".join(f"seed {s} (τ {t['tau']:.3f})" for s, t in tables.items())
+    lines = ["\nPer seed (each seed's runs and base alone, at its own τ): % less forgetting than "
+             f"`{next(iter(tables.values()))['reference']}`.\n", f"| base | {head} | mean ± std |",
+             "|:--|" + "--:|" * (len(tables) + 1)]
+    for base in bases:
+        vals = [t["rows"][base]["less_forgetting_pct"] if base in t["rows"] else None for t in tables.values()]
+        got = [v for v in vals if v is not None]
+        summary = (f"{statistics.mean(got):.0f}% ± {statistics.stdev(got):.0f}" if len(got) > 1 else "—")
+        lines.append(f"| {base} | " + " | ".join("—" if v is None else f"{v:.0f}%" for v in vals) + f" | {summary} |")
+    return "\n".join(lines) + "\n"
+
+
 def section(runs: list[dict], out_dir: Path) -> str:
     """The report's section (and ``lf_frontier.png``) when the runs carry a downstream loss; else ""."""
     x = x_metric(runs)
@@ -111,4 +139,6 @@ def section(runs: list[dict], out_dir: Path) -> str:
     if not per_base:
         return ""
     plot(per_base, x, out_dir / "lf_frontier.png")
-    return to_markdown(x, loss_matched(per_base)) + "\n![learning–forgetting frontier](lf_frontier.png)\n"
+    table = loss_matched(per_base)
+    return (to_markdown(x, table) + seeds_markdown(per_seed(runs, x, table["reference"]), list(table["rows"]))
+            + "\n![learning–forgetting frontier](lf_frontier.png)\n")

@@ -66,3 +66,20 @@ def test_robustness_and_curve_columns_are_lower_is_better_and_never_percentages(
         assert lower_is_better(m), m
     rows = aggregate([{"label": "Base", "metrics": {"robust/noise_0.2/increase": 0.0177}}])
     assert not is_percent(rows, "robust/noise_0.2/increase")
+
+
+def test_with_several_seeds_each_seed_is_compared_at_its_own_tau():
+    from forgetting.frontier import per_seed, seeds_markdown
+
+    seed1 = [_run("default", "Base", None, 1.0, method="base", seed=1),
+             _run("default", "FT (lr=1e-3)", 0.5, 1.5, seed=1),
+             _run("pretrain=sam", "Base", None, 1.0, method="base", seed=1),
+             _run("pretrain=sam", "FT (lr=1e-3)", 0.5, 1.25, seed=1)]
+    runs = [r for r in RUNS if r["seed"] == 0] + seed1
+    tables = per_seed(runs, X, "default")
+    # seed 0: τ 0.4, sam 75% less (as above); seed 1: τ 0.5, forgetting 0.5 vs 0.25 → 50% less
+    assert [t["tau"] for t in tables.values()] == [0.4, 0.5]
+    assert tables[1]["rows"]["pretrain=sam"]["less_forgetting_pct"] == pytest.approx(50.0)
+    md = seeds_markdown(tables, ["default", "pretrain=sam"])
+    assert "| pretrain=sam | 75% | 50% | 62% ± 18 |" in md and "seed 1 (τ 0.500)" in md
+    assert per_seed(RUNS, X, "default") == {}  # seed 1 there has no base model nor reference: left out
