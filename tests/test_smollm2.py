@@ -59,3 +59,31 @@ def test_bos_token_override_accepts_the_token_that_is_also_unk(smollm2_tokenizer
         assert "<|nosuch|>" in str(err)
     else:
         raise AssertionError("an unknown token was accepted")
+
+
+def test_recycling_between_two_versions_of_smollm2(smollm2_store, tmp_path):
+    """Paper 004 on real weights, dry: the new version is SmolLM2 continued for 2 steps on Dolma-style text
+    (model.midtrain); SmolLM2's own fine-tune's diff is added to it (recycling only), in fp32, exactly."""
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "launch.py", "model=smollm2_135m", "method=recycle", "debug=dry",
+                           "method.recycle_train=false", "method.recycle_from=[{midtrain: {steps: 0}}]",
+                           "model.midtrain.steps=2", "model.midtrain.corpus=tests/fixtures/dolma.jsonl",
+                           f"store_dir={smollm2_store}", f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "results.json").read_text())
+    assert {"pre/heldout/loss", "down/arith/exact_match"} <= set(result["metrics"])
+    recycled = smollm2_store / "recycle" / result["artifacts"]["model"]
+    info = json.loads((recycled / "recycle.json").read_text())
+    assert info["diff_norm"] > 0 and info["version_gap_norm"] > 0
+    target = smollm2_store / "continue" / result["artifacts"]["base"]
+    source = next((smollm2_store / "import").glob("[!.]*"))
+    tuned = [m.parent for m in (smollm2_store / "train").glob("*/manifest.json")
+             if json.loads(m.read_text())["spec"]["base"] == {"stage": "import", "key": source.name}
+             and json.loads(m.read_text())["spec"]["augment"]["name"] == "none"]
+    assert len(tuned) == 1  # SmolLM2's own FT (debug=dry), the diff's source
+    out, t, b, f = (load_file(str(next(d.glob("*.safetensors")))) for d in (recycled, target, source, tuned[0]))
+    for k in list(t)[:6]:
+        assert torch.equal(out[k], (t[k].float() + (f[k].float() - b[k].float())).to(t[k].dtype)), k
