@@ -36,6 +36,9 @@ def _check_local(key: str, path: Optional[str]) -> None:
         _check(bool(glob.glob(expanded)) or os.path.exists(expanded), key, path, "an existing local path")
 
 
+ADAM_BETA2 = 0.999  # AdamW's β2 by default (HF's and torch's); a key names β2 only when it differs
+
+
 @dataclass
 class WorldConfig:
     """The toy world: corpus, abilities, downstream task; all derived from ``seed``."""
@@ -78,6 +81,7 @@ class PretrainConfig:
     warmup_ratio: float = 0.03
     seq_len: int = 128
     weight_decay: float = 0.01
+    adam_beta2: float = ADAM_BETA2  # AdamW's β2 (HF's default; paper 003's pretraining: 0.95)
     # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to 0) | constant (warmup, then constant:
     # a run's checkpoints as model versions, paper 004)
     schedule: str = "cosine"
@@ -93,6 +97,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")
         _check(self.lr > 0, "model.pretrain.lr", self.lr, "a number > 0")
+        _check(0 < self.adam_beta2 < 1, "model.pretrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.schedule in ("cosine", "wsd", "constant"), "model.pretrain.schedule", self.schedule,
                "'cosine', 'wsd' or 'constant'")
         _check(self.segment_steps is None or (self.schedule == "constant" and self.segment_steps > 0
@@ -122,6 +127,7 @@ class MidtrainConfig:
     grad_accum: int = 1
     seq_len: int = 128
     weight_decay: float = 0.0
+    adam_beta2: float = ADAM_BETA2  # AdamW's β2 (paper 003's OLMo-2 mid-training: 0.95)
     bf16: bool = False  # bf16 autocast over fp32 weights
     corpus: str = "world"  # "world": the toy world's corpus; else a local .jsonl of {"text": ...} documents
     corpus_limit: Optional[int] = None  # the first N documents
@@ -138,6 +144,7 @@ class MidtrainConfig:
         if self.max_steps is not None:
             self.steps = min(self.steps, self.max_steps)
         _check(self.lr > 0, "model.midtrain.lr", self.lr, "a number > 0")
+        _check(0 < self.adam_beta2 < 1, "model.midtrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.scheduler in ("constant", "linear", "cosine", "constant_with_warmup"), "model.midtrain.scheduler",
                self.scheduler, "constant, linear, cosine or constant_with_warmup")
         _check(self.rho >= 0, "model.midtrain.rho", self.rho, "a number >= 0 (0: AdamW)")
@@ -409,6 +416,7 @@ class TrainerConfig:
     warmup_ratio: float = 0.03  # paper §3: warmup 3% of steps
     scheduler: str = "cosine"  # paper §3
     weight_decay: float = 0.0
+    adam_beta2: float = ADAM_BETA2  # AdamW's β2 (HF's default); keys name it only when it differs
     max_seq_len: int = 128
     save_steps: int = 50  # checkpoint period, for resuming a killed run
     logging_steps: int = 10
@@ -434,6 +442,7 @@ class TrainerConfig:
         if self.step_cap is not None:
             self.max_steps = min(self.max_steps or self.step_cap, self.step_cap)
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
+        _check(0 < self.adam_beta2 < 1, "trainer.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
         _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
         _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
-from forgetting.config import Config
+from forgetting.config import ADAM_BETA2, Config
 from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
 from forgetting.store import Artifact, Store, atomic_write_text, input_sha256, key_of
@@ -130,7 +130,8 @@ def train_spec(c: Config, inputs: Inputs) -> dict:
 def trainer_spec(t) -> dict:
     """The trainer settings that shape the model: not the option's name, not the checkpoint period (a resumed run
     ends where an uninterrupted one does), not ``epochs`` when ``max_steps`` sets the step count."""
-    skip = {"name", "save_steps", "step_cap"} | ({"epochs"} if t.max_steps is not None else set())
+    skip = ({"name", "save_steps", "step_cap"} | ({"epochs"} if t.max_steps is not None else set())
+            | ({"adam_beta2"} if t.adam_beta2 == ADAM_BETA2 else set()))  # keys made before it existed stay valid
     return {k: v for k, v in asdict(t).items() if k not in skip}
 
 

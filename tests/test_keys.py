@@ -40,11 +40,11 @@ LEAVES: dict[str, tuple] = {
                                                        intermediate_size=96, max_position_embeddings=256).items()},
     **{f"model.pretrain.{k}": (v, "base") for k, v in dict(steps=21, batch_size=8, lr=1e-3, warmup_ratio=0.1,
                                                            seq_len=64, weight_decay=0.0, schedule="wsd", rho=0.05,
-                                                           seed=7).items()},
+                                                           seed=7, adam_beta2=0.95).items()},
     "model.midtrain.steps": (3, "base"),
     **{f"model.midtrain.{k}": (v, "none") for k, v in dict(  # read only with steps > 0 (tests/train/test_sam.py)
         lr=1e-3, scheduler="cosine", warmup_ratio=0.1, rho=0.05, batch_size=8, grad_accum=2, seq_len=64,
-        weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4).items()},
+        weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4, adam_beta2=0.95).items()},
     "model.midtrain.mix": ([1, 3, 3, 3], "none"),  # read only with steps > 0 (tests/merge/test_diff.py)
     "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
@@ -136,6 +136,7 @@ LEAVES: dict[str, tuple] = {
     "trainer.snapshot_steps": ([2], "train"),
     "trainer.epochs": (3.0, "none"),  # debug=micro sets max_steps
     "trainer.step_cap": (1, "train"),  # caps max_steps (debug=dry: a preset that sets its own steps)
+    "trainer.adam_beta2": (0.95, "train"),
     "trainer.save_steps": (5, "none"),
     "trainer.deepspeed": (None, "skip: tests/train/test_zero3.py"),
     **{f"logger.{k}": (v, "none") for k, v in dict(

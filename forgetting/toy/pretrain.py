@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from forgetting.config import MidtrainConfig, ModelConfig, PretrainConfig, TrainerConfig
+from forgetting.config import ADAM_BETA2, MidtrainConfig, ModelConfig, PretrainConfig, TrainerConfig
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.train.trainer import train
@@ -43,7 +43,7 @@ def make_model(cfg: ModelConfig, tokenizer):
 def segments(p: PretrainConfig, seed: int) -> list[dict]:
     """The run as segments: what each trains with (its key's content). The first starts from a fresh init."""
     common = {"batch_size": p.batch_size, "grad_accum": 1, "seq_len": p.seq_len, "weight_decay": p.weight_decay,
-              "bf16": False, "seed": seed}
+              "bf16": False, "seed": seed, **_beta2(p.adam_beta2)}
     if p.schedule == "cosine":
         return [{**common, "steps": p.steps, "lr": p.lr, "scheduler": "cosine",
                  "warmup_steps": round(p.warmup_ratio * p.steps), "rho": p.rho}]
@@ -63,7 +63,12 @@ def midtrain_segment(m: MidtrainConfig, seed: int) -> dict:
     """``model.midtrain`` as a segment (the same fields as the toy pretraining's)."""
     return {"steps": m.steps, "lr": m.lr, "scheduler": m.scheduler, "warmup_steps": round(m.warmup_ratio * m.steps),
             "rho": m.rho, "batch_size": m.batch_size, "grad_accum": m.grad_accum, "seq_len": m.seq_len,
-            "weight_decay": m.weight_decay, "bf16": m.bf16, "seed": seed}
+            "weight_decay": m.weight_decay, "bf16": m.bf16, "seed": seed, **_beta2(m.adam_beta2)}
+
+
+def _beta2(beta2: float) -> dict:
+    """AdamW's β2 in a segment's key only when it is not the default (keys made before it existed stay valid)."""
+    return {} if beta2 == ADAM_BETA2 else {"adam_beta2": beta2}
 
 
 def chain(cfg: ModelConfig, world, seed: int) -> list[tuple[str, dict]]:
@@ -110,7 +115,8 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
     t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
                       warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=seg["scheduler"],
-                      weight_decay=seg["weight_decay"], save_steps=max(50, seg["steps"] // 4), logging_steps=10,
+                      weight_decay=seg["weight_decay"], adam_beta2=seg.get("adam_beta2", ADAM_BETA2),
+                      save_steps=max(50, seg["steps"] // 4), logging_steps=10,
                       bf16=seg["bf16"], gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)
     hooks = [SAM(SamKnobs(rho=seg["rho"]))] if seg["rho"] > 0 else []
     state = Path(parent.path) / "optimizer.pt" if parent is not None and parent.stage != "hub" else None

@@ -126,6 +126,7 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         warmup_steps=max(0, round(t.warmup_ratio * steps)),
         lr_scheduler_type=t.scheduler,
         weight_decay=t.weight_decay,
+        adam_beta2=t.adam_beta2,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=2,

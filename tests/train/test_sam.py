@@ -185,3 +185,18 @@ def test_midtrain_settings_key_the_base_only_when_it_runs(micro_store):
     assert on != base()
     assert len({on, base("model.midtrain.steps=3", "model.midtrain.rho=0.05"),
                 base("model.midtrain.steps=3", "model.midtrain.lr=1e-3")}) == 3
+
+
+def test_adam_beta2_reaches_the_optimizer_and_keys_only_when_set(tmp_path):
+    """model.pretrain.adam_beta2 (paper 003's pretraining: 0.95) is the β2 AdamW steps with (saved in the segment's
+    optimizer state); at the default 0.999 the key is the one made before the option existed."""
+    from forgetting.pipeline import plan
+
+    common = ("debug=micro", f"store_dir={tmp_path}", "model.pretrain.steps=3")
+    assert plan(compose(*common))["base"] == plan(compose(*common, "model.pretrain.adam_beta2=0.999"))["base"]
+    c = compose(*common, "model.pretrain.adam_beta2=0.95")
+    assert plan(c)["base"] != plan(compose(*common))["base"]
+    store = Store(tmp_path)
+    base = base_stage(c, store, world_stage(c, store))
+    saved = torch.load(base.path / "optimizer.pt", weights_only=True)
+    assert tuple(saved["param_groups"][0]["betas"]) == (0.9, 0.95)
