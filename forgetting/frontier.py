@@ -23,24 +23,22 @@ def x_metric(runs: list[dict]) -> Optional[str]:
 
 
 def points(runs: list[dict], x: str) -> dict[str, dict]:
-    """base → {"runs": {label: (x, y)} (means over seeds) of its fine-tuned runs, "base": its own held-out loss}."""
-    by: dict[str, dict] = {}
+    """curve → {"runs": {label: (x, y)} (means over seeds), "base": the base model's own held-out loss}. A curve is a
+    base's FT runs ("pretrain=sam"), or another method's runs on it ("pretrain=sam · ewc"): methods are not mixed."""
+    bases: dict[str, list] = {}
+    curves: dict[str, tuple[str, dict]] = {}
     for r in runs:
         base, m = r.get("base_label", "default"), r["metrics"]
-        entry = by.setdefault(base, {"runs": {}, "base": []})
         if r.get("method") == "base":
             if Y in m:
-                entry["base"].append(m[Y])
+                bases.setdefault(base, []).append(m[Y])
         elif x in m and Y in m:
-            entry["runs"].setdefault(r["label"], []).append((m[x], m[Y]))
-    out = {}
-    for base, entry in by.items():
-        if not entry["runs"]:
-            continue
-        out[base] = {"runs": {label: (statistics.mean(p[0] for p in ps), statistics.mean(p[1] for p in ps))
-                              for label, ps in entry["runs"].items()},
-                     "base": statistics.mean(entry["base"]) if entry["base"] else None}
-    return out
+            name = base if r.get("method", "ft") == "ft" else f"{base} · {r['method']}"
+            curves.setdefault(name, (base, {}))[1].setdefault(r["label"], []).append((m[x], m[Y]))
+    return {name: {"runs": {label: (statistics.mean(p[0] for p in ps), statistics.mean(p[1] for p in ps))
+                            for label, ps in pts.items()},
+                   "base": statistics.mean(bases[base]) if base in bases else None}
+            for name, (base, pts) in curves.items()}
 
 
 def pareto_lower(pts: dict[str, tuple[float, float]]) -> list[str]:

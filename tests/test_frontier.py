@@ -83,3 +83,12 @@ def test_with_several_seeds_each_seed_is_compared_at_its_own_tau():
     md = seeds_markdown(tables, ["default", "pretrain=sam"])
     assert "| pretrain=sam | 75% | 50% | 62% ± 18 |" in md and "seed 1 (τ 0.500)" in md
     assert per_seed(RUNS, X, "default") == {}  # seed 1 there has no base model nor reference: left out
+
+
+def test_another_method_on_a_base_is_a_curve_of_its_own():
+    """EWC runs on the default base are not FT runs of it: their own curve, against the same base model."""
+    ewc = [dict(_run("default", "EWC (ewc_lambda=1e4)", 0.4, 1.2), method="ewc")]
+    per = points(RUNS + ewc, X)
+    assert set(per) == {"default", "pretrain=sam", "default · ewc"}
+    assert per["default · ewc"] == {"runs": {"EWC (ewc_lambda=1e4)": (0.4, 1.2)}, "base": 1.0}
+    assert per["default"] == points(RUNS, X)["default"]
