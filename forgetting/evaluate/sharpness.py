@@ -40,6 +40,6 @@ def directional(base_model, tuned: dict[str, torch.Tensor], loss_of: Callable[[t
         for (_, p), s in zip(params, saved):
             p.copy_(s)
     return {"sharp/direction/curvature": dhd / norm2 if norm2 > 0 else 0.0,
-            "sharp/direction/predicted": float(g_dot_d) + 0.5 * dhd,
+            "sharp/direction/predicted": float(g_dot_d.detach()) + 0.5 * dhd,
             "sharp/direction/observed": after - before,
             "sharp/direction/norm": norm2 ** 0.5}
