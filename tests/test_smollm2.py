@@ -61,28 +61,34 @@ def test_bos_token_override_accepts_the_token_that_is_also_unk(smollm2_tokenizer
         raise AssertionError("an unknown token was accepted")
 
 
-def test_recycling_between_two_versions_of_smollm2(smollm2_store, tmp_path):
-    """Paper 004 on real weights, dry: the new version is SmolLM2 continued for 2 steps on Dolma-style text
-    (model.midtrain); SmolLM2's own fine-tune's diff is added to it (recycling only), in fp32, exactly."""
+def test_sam_mid_training_nf4_and_recycling_on_smollm2(smollm2_store, tmp_path):
+    """Papers 003 and 004 on real weights, dry, in one run: the new version is SmolLM2 mid-trained for 2 steps with
+    SAM on Dolma-style text (model.midtrain, rho 0.05); SmolLM2's own fine-tune's diff is added to it (recycling
+    only), in fp32, exactly; the recycled model is scored with the downstream loss and under NF4."""
     from safetensors.torch import load_file
 
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, "launch.py", "model=smollm2_135m", "method=recycle", "debug=dry",
                            "method.recycle_train=false", "method.recycle_from=[{midtrain: {steps: 0}}]",
-                           "model.midtrain.steps=2", "model.midtrain.corpus=tests/fixtures/dolma.jsonl",
-                           f"store_dir={smollm2_store}", f"hydra.run.dir={run_dir}"],
+                           "model.midtrain.steps=2", "model.midtrain.rho=0.05",
+                           "model.midtrain.corpus=tests/fixtures/dolma.jsonl", "eval.robust_nf4=true",
+                           "eval.downstream_loss=true", f"store_dir={smollm2_store}", f"hydra.run.dir={run_dir}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "results.json").read_text())
-    assert {"pre/heldout/loss", "down/arith/exact_match"} <= set(result["metrics"])
+    m = result["metrics"]
+    assert {"pre/heldout/loss", "down/arith/exact_match", "down/arith/loss"} <= set(m), sorted(m)
+    assert abs(m["robust/nf4/increase"]) < 1.0  # 4-bit weights of a real model: a small change of held-out loss
+    target = smollm2_store / "continue" / result["artifacts"]["base"]
+    assert json.loads((target / "train_summary.json").read_text())["steps"] == 2
+    assert json.loads((target / "manifest.json").read_text())["spec"]["segment"]["rho"] == 0.05
     recycled = smollm2_store / "recycle" / result["artifacts"]["model"]
     info = json.loads((recycled / "recycle.json").read_text())
     assert info["diff_norm"] > 0 and info["version_gap_norm"] > 0
-    target = smollm2_store / "continue" / result["artifacts"]["base"]
     source = next((smollm2_store / "import").glob("[!.]*"))
-    tuned = [m.parent for m in (smollm2_store / "train").glob("*/manifest.json")
-             if json.loads(m.read_text())["spec"]["base"] == {"stage": "import", "key": source.name}
-             and json.loads(m.read_text())["spec"]["augment"]["name"] == "none"]
+    specs = {p.parent: json.loads(p.read_text())["spec"] for p in (smollm2_store / "train").glob("*/manifest.json")}
+    tuned = [d for d, spec in specs.items()
+             if spec["base"] == {"stage": "import", "key": source.name} and spec["augment"]["name"] == "none"]
     assert len(tuned) == 1  # SmolLM2's own FT (debug=dry), the diff's source
     out, t, b, f = (load_file(str(next(d.glob("*.safetensors")))) for d in (recycled, target, source, tuned[0]))
     for k in list(t)[:6]:
