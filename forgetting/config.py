@@ -190,6 +190,25 @@ class ModelConfig:
 
 
 @dataclass
+class StartToken:
+    """One start of context-free samples (``method.starts``, ``eval.base_samples_starts``): a token of the
+    vocabulary (``token``) or a token ``id``; neither: the model's BOS (``model.bos_token`` / ``bos_token_id``, else
+    the tokenizer's). ``weight``: its share of the samples, relative to the other starts'."""
+
+    token: Optional[str] = None
+    id: Optional[int] = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        import math
+
+        _check(self.token is None or self.id is None, "start.token", self.token,
+               "a token or an id, not both (neither: the model's BOS)")
+        _check(self.id is None or self.id >= 0, "start.id", self.id, "a token id >= 0")
+        _check(math.isfinite(self.weight) and self.weight > 0, "start.weight", self.weight, "a finite number > 0")
+
+
+@dataclass
 class MethodCore:
     """A method picks one part of each kind (forgetting/parts/) and sets their knobs; each paper row is a preset in
     conf/method/. The knobs of every registered part are added to this schema as ``MethodConfig``."""
@@ -533,6 +552,9 @@ class EvalConfig:
     # > 0: KL(base ‖ model) per token on this many held-out context-free samples of the base model (the quantity
     # CFS's extra loss term approximates, paper 000 §2) → pre/base_samples/kl; the same samples for every run
     base_samples: int = 0
+    # the start tokens of those samples (entries as method.starts'); null: the run's context-free starts,
+    # method.starts (the BOS alone by default), so that CFS and its KL cover the same distribution
+    base_samples_starts: Optional[list[StartToken]] = None
     # the toy downstream task's answer-token loss on its test rows → down/<task>/loss: paper 003's learning metric,
     # the x axis of the learning–forgetting frontier (a dataset's own test split reports it already)
     downstream_loss: bool = False
@@ -864,7 +886,12 @@ def _check_tokens(c: Config, tokenizer, rows: dict[str, list]) -> None:
 
     m, max_len = c.model, c.trainer.max_seq_len
     if m.bos_token is not None or m.bos_token_id is not None or c.needs_bos():
-        bos_token_id(tokenizer, m.bos_token_id, m.bos_token)
+        bos = bos_token_id(tokenizer, m.bos_token_id, m.bos_token)
+        from forgetting.parts.context_free import resolve_starts
+
+        resolve_starts(tokenizer, c.method.starts, bos)
+        if c.eval.base_samples_starts is not None:
+            resolve_starts(tokenizer, c.eval.base_samples_starts, bos)
     for key, data in rows.items():
         by_chars = sorted(data, key=lambda wr: len(wr[1]["query"]))
 

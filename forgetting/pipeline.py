@@ -296,7 +296,9 @@ def merge_stage(c: Config, store: Store, base: Artifact, tuned: Artifact) -> Art
     return store.build("merge", merge_spec(c, base, tuned), make)
 
 
-EVALUATE_VERSION = 1  # 1: keys from what the active evaluators read (forgetting/evaluate/evaluators.py)
+# 1: keys from what the active evaluators read (forgetting/evaluate/evaluators.py); 2: per-example values
+# (examples.json) beside the metrics
+EVALUATE_VERSION = 2
 
 
 def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: Artifact | None = None) -> dict:
@@ -310,8 +312,21 @@ def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: 
 
 def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
                    base: Artifact | None = None) -> dict:
+    """The metrics of :func:`evaluation`."""
+    return json.loads((evaluation(c, store, model_art, world, base).path / "metrics.json").read_text())
+
+
+def examples_of(evaluated: Artifact) -> dict:
+    """The per-example values behind an evaluation's metrics (``forgetting.evaluate.examples``)."""
+    path = evaluated.path / "examples.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def evaluation(c: Config, store: Store, model_art: Artifact, world: Artifact | None,
+               base: Artifact | None = None) -> Artifact:
     """Run the active evaluators (``forgetting.evaluate.evaluators``) on the model, loaded once; the Avg. columns
-    over all of them (``forgetting.evaluate.average``)."""
+    over all of them (``forgetting.evaluate.average``); the metrics in ``metrics.json`` and their per-example values
+    in ``examples.json``."""
     from forgetting.evaluate.average import average
     from forgetting.evaluate.evaluators import Evaluation, active
 
@@ -331,9 +346,9 @@ def evaluate_stage(c: Config, store: Store, model_art: Artifact, world: Artifact
             metrics.update(evaluator.run(ev))
         metrics.update(average(metrics, ev.members))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "examples.json").write_text(json.dumps(ev.examples))
 
-    art = store.build("evaluate", evaluate_spec(c, model_art, world, base), make)
-    return json.loads((art.path / "metrics.json").read_text())
+    return store.build("evaluate", evaluate_spec(c, model_art, world, base), make)
 
 
 # ---- helpers shared by the stages --------------------------------------------------------------------------
@@ -439,7 +454,8 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
         model = tuned or (init.start(Inputs(c, store, base, world)) if c.method.train else base)
         if tuned is not None and c.method.merge != "none":
             model = merge_stage(c, store, base, model)
-        metrics = evaluate_stage(c, store, model, world, base)
+        evaluated = evaluation(c, store, model, world, base)
+        metrics = json.loads((evaluated.path / "metrics.json").read_text())
     except BaseException:
         tracker.finish(failed=True)
         raise
@@ -447,7 +463,8 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
               "base_label": base_label_of(overrides), "overrides": overrides, "metrics": metrics,
               "artifacts": {"base": base.key, "model": model.key,
                             "used": store.used},  # every stored artifact this run read or built (store gc keeps them)
-              "seconds": round(time.time() - started, 1)}
+              "seconds": round(time.time() - started, 1),
+              "examples": examples_of(evaluated)}  # per-example values: the report's intervals and pairing
     curves = tuned.path / "train_log.jsonl" if tuned is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, compose
 from omegaconf import DictConfig, OmegaConf
 
+from forgetting.config import StartToken
 from forgetting.pipeline import plan
 
 METHODS = ["base", "ft", "cfs", "cs", "replay", "lora", "l2", "wise_ft", "sam", "ewc"]
@@ -59,6 +60,7 @@ LEAVES: dict[str, tuple] = {
     **{f"method.{k}": (None, "skip: read by method=recycle only (tests/merge/test_diff.py)") for k in
        ("recycle_from", "recycle_scale", "recycle_iterative", "recycle_train", "recycle_method", "recycle_tuned")},
     "method.ratio": (0.5, {"cfs", "cs", "replay"}),
+    "method.starts": ([StartToken(token="</s>")], {"cfs"}),  # and the KL's samples (tests/generate/)
     "method.weight": (0.5, {"cfs", "cs", "replay"}),
     "method.l2_lambda": (0.01, {"l2"}),
     "method.rho": (0.1, {"sam"}),
@@ -99,6 +101,7 @@ LEAVES: dict[str, tuple] = {
     "eval.corpus_docs": (8, "none"),  # no corpora
     "eval.corpus_max_len": (64, "none"),
     "eval.base_samples": (4, "eval"),
+    "eval.base_samples_starts": ([StartToken()], "none"),  # no base samples (tests/generate/test_starts.py)
     "eval.downstream_loss": (True, "eval"),
     "eval.robust_noise": ([0.01], "eval"),
     "eval.robust_seeds": (2, "none"),  # read only with robust_noise set (tests/evaluate/test_robust.py)

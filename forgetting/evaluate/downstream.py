@@ -20,15 +20,17 @@ from tqdm.auto import tqdm
 
 from forgetting.data.jsonl import write_jsonl
 from forgetting.evaluate.graders import AnswerPatternGrader
-from forgetting.evaluate.heldout import rows_loss
+from forgetting.evaluate.examples import from_pairs, record
+from forgetting.evaluate.heldout import ratio, row_losses
 from forgetting.generate.hf import HFBackend
 
 
 def score_test_split(model, tokenizer, rows: list[dict], prompts: list[list[int]], examples: list[dict], *,
                      name: str, answer_pattern: str, max_new_tokens: int, batch_size: int,
-                     out_dir: Path) -> dict[str, float]:
+                     out_dir: Path, per_example: dict | None = None) -> dict[str, float]:
     """``down/<name>/exact_match`` and ``down/<name>/loss`` of ``rows`` (``{"query", "response"}``), given their
-    prompt ids and their encoded training examples."""
+    prompt ids and their encoded training examples; each metric's per-row values go into ``per_example``
+    (``forgetting.evaluate.examples``)."""
     backend, completions = HFBackend(model, tokenizer), []
     with tqdm(total=len(prompts), desc=f"{name}: generate", unit="row") as bar:
         for start in range(0, len(prompts), batch_size):
@@ -43,5 +45,10 @@ def score_test_split(model, tokenizer, rows: list[dict], prompts: list[list[int]
                         **grader.score(text, row), "n_tokens": len(ids)})
     (out_dir / "records").mkdir(parents=True, exist_ok=True)
     write_jsonl(out_dir / "records" / f"{name}.jsonl", records)
+    pairs = row_losses(model, examples, tokenizer.pad_token_id, batch_size)
+    if per_example is not None:
+        ids = [r["query"] for r in rows]
+        per_example[f"down/{name}/exact_match"] = record([float(r["correct"]) for r in records], ids)
+        per_example[f"down/{name}/loss"] = from_pairs(pairs, ids)
     return {f"down/{name}/exact_match": sum(r["correct"] for r in records) / len(records),
-            f"down/{name}/loss": rows_loss(model, examples, tokenizer.pad_token_id, batch_size)}
+            f"down/{name}/loss": ratio(pairs)}

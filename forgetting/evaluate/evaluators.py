@@ -34,6 +34,8 @@ class Evaluation:
     model: Any = None
     tokenizer: Any = None
     members: dict[str, list[str]] = field(default_factory=lambda: {"pre": [], "down": []})
+    # metric → its per-example values (forgetting.evaluate.examples), for the report's intervals and pairing
+    examples: dict[str, dict] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -71,7 +73,7 @@ class LmEval(Evaluator):
         return spec
 
     def run(self, ev):
-        from forgetting.evaluate.lmeval import columns, extract, run_lmeval, write_toy_tasks
+        from forgetting.evaluate.lmeval import columns, extract, extract_keys, per_doc, run_lmeval, write_toy_tasks
 
         c, e = ev.c, ev.c.eval
         include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
@@ -85,6 +87,11 @@ class LmEval(Evaluator):
             metrics.update(pre)
             ev.members["pre"] += top
         metrics.update(extract(raw, e.downstream, "down", e.metrics))
+        for group, tasks in (("pre", e.tasks), ("down", e.downstream)):
+            for task, name in zip(tasks, extract_keys(tasks, group, e.metrics)):
+                rec = per_doc(raw, task, e.metrics.get(task, "acc,none"))
+                if rec is not None:
+                    ev.examples[name] = rec
         (ev.out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
         return metrics
 
@@ -117,7 +124,8 @@ class TestSplit(Evaluator):
         check_answers_fit(c, examples, "test rows")
         return score_test_split(ev.model, tok, test, [prompt_ids(tok, c, r["query"]) for r in test], examples,
                                 name=c.dataset.name, answer_pattern=c.dataset.answer_pattern,
-                                max_new_tokens=c.eval.max_gen_toks, batch_size=c.eval.batch_size, out_dir=ev.out)
+                                max_new_tokens=c.eval.max_gen_toks, batch_size=c.eval.batch_size, out_dir=ev.out,
+                                per_example=ev.examples)
 
 
 class HeldoutLoss(Evaluator):
@@ -132,11 +140,12 @@ class HeldoutLoss(Evaluator):
         return {"world": ev.world, "seq_len": ev.c.model.pretrain.seq_len}
 
     def run(self, ev):
+        from forgetting.data.encode import encode_text
         from forgetting.data.jsonl import read_jsonl
-        from forgetting.evaluate.heldout import heldout_loss
 
         texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")]
-        return {"pre/heldout/loss": heldout_loss(ev.model, ev.tokenizer, texts, ev.c.model.pretrain.seq_len)}
+        return losses(ev, "pre/heldout/loss", [encode_text(ev.tokenizer, t, ev.c.model.pretrain.seq_len)
+                                               for t in texts], texts)
 
 
 class DownstreamLoss(Evaluator):
@@ -155,14 +164,13 @@ class DownstreamLoss(Evaluator):
 
     def run(self, ev):
         from forgetting.data.jsonl import read_jsonl
-        from forgetting.evaluate.heldout import rows_loss
         from forgetting.pipeline import encode_example
 
         c, tok = ev.c, ev.tokenizer
         test = read_jsonl(ev.world.path / "down_test.jsonl")
         rows = [encode_example(tok, c, r["query"], r["response"]) for r in test]
         task = c.dataset.name.removeprefix("toy_")
-        return {f"down/{task}/loss": rows_loss(ev.model, rows, tok.pad_token_id, c.eval.batch_size)}
+        return losses(ev, f"down/{task}/loss", rows, [r["query"] for r in test])
 
 
 class Curve(Evaluator):
@@ -300,17 +308,23 @@ class Corpora(Evaluator):
                 "python": python_version()}
 
     def run(self, ev):
+        from forgetting.data.encode import encode_text
         from forgetting.data.offline import corpus
-        from forgetting.evaluate.heldout import heldout_loss
 
-        e = ev.c.eval
-        return {f"pre/{name}/loss": heldout_loss(ev.model, ev.tokenizer, corpus(name, e.corpus_docs),
-                                                 e.corpus_max_len, e.batch_size) for name in e.corpora}
+        e, out = ev.c.eval, {}
+        for name in e.corpora:
+            docs = corpus(name, e.corpus_docs)
+            out.update(losses(ev, f"pre/{name}/loss", [encode_text(ev.tokenizer, d, e.corpus_max_len) for d in docs],
+                              docs))
+        return out
 
 
 class BaseSamples(Evaluator):
     """KL(base ‖ model) per token on held-out context-free samples of the base (``eval.base_samples``):
-    E_x~base[log p_base(x) − log p_model(x)], and the model's loss on them."""
+    E_x~base[log p_base(x) − log p_model(x)] / E[tokens], and the model's loss on them. The samples are the base's
+    own distribution, untruncated — T = 1, top-p = 1, whatever the run's generator settings — so that the estimate
+    is a KL (≥ 0, 0 only for the base); they start as ``eval.base_samples_starts`` declares, else as the run's
+    context-free samples do (``method.starts``; the BOS alone by default)."""
 
     name = "base_samples"
 
@@ -324,15 +338,22 @@ class BaseSamples(Evaluator):
 
     def run(self, ev):
         from forgetting.data.encode import encode_ids
-        from forgetting.evaluate.heldout import rows_loss
+        from forgetting.evaluate.examples import from_pairs
+        from forgetting.evaluate.heldout import ratio, row_losses
         from forgetting.pipeline import load
 
         c, base = ev.c, ev.base or ev.model_art
-        rows = [encode_ids(r["ids"], len(r["ids"])) for r in base_samples(c, ev.store, base)]
+        samples = base_samples(c, ev.store, base)
+        rows = [encode_ids(r["ids"], len(r["ids"])) for r in samples]
         pad, batch = ev.tokenizer.pad_token_id, c.eval.batch_size
-        ce_model = rows_loss(ev.model, rows, pad, batch)
-        ce_base = ce_model if ev.model_art == base else rows_loss(load(c, base)[0], rows, pad, batch)
-        return {"pre/base_samples/loss": ce_model, "pre/base_samples/kl": ce_model - ce_base}
+        on_model = row_losses(ev.model, rows, pad, batch)
+        on_base = on_model if ev.model_art == base else row_losses(load(c, base)[0], rows, pad, batch)
+        ids = [r["ids"] for r in samples]
+        ev.examples["pre/base_samples/loss"] = from_pairs(on_model, ids)
+        ev.examples["pre/base_samples/kl"] = from_pairs([(m - b, n) for (m, n), (b, _) in zip(on_model, on_base)],
+                                                        ids)
+        return {"pre/base_samples/loss": ratio(on_model),
+                "pre/base_samples/kl": ratio(on_model) - ratio(on_base)}
 
 
 class Generative(Evaluator):
@@ -370,7 +391,7 @@ class Generative(Evaluator):
             model = ev.model = load(c, ev.model_art)[0]
         try:
             gen = evaluate_generative(model, ev.tokenizer, c.eval.generative, ev.out, backend=backend, seed=c.seed,
-                                      batch_size=c.eval.batch_size)
+                                      batch_size=c.eval.batch_size, per_example=ev.examples)
         finally:
             if backend is not None:
                 backend.close()
@@ -388,29 +409,53 @@ def active(ev: Evaluation) -> list[Evaluator]:
     return [x for x in EVALUATORS if x.active(ev)]
 
 
-def base_samples_spec(c, base) -> dict:
-    """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
+def heldout_generator(c):
+    """The generator settings of the held-out base samples: the run's (backend, lengths, batches), with the fixed
+    seed and the base's own distribution, T = 1 and top-p = 1 (a KL on nucleus-truncated samples is not a KL)."""
     from dataclasses import replace
 
-    from forgetting.generate.sources import context_free_spec
+    return replace(c.generator, seed=HELDOUT_SAMPLES_SEED, temperature=1.0, top_p=1.0)
 
-    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
-    return context_free_spec(base, gen, c.model.dtype, {"token": c.model.bos_token, "id": c.model.bos_token_id})
+
+def heldout_starts(c) -> list:
+    """The start tokens of the held-out samples: ``eval.base_samples_starts``, else ``method.starts``."""
+    return list(c.eval.base_samples_starts if c.eval.base_samples_starts is not None else c.method.starts)
+
+
+def base_samples_spec(c, base) -> dict:
+    """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
+    from forgetting.generate.sources import context_free_spec
+    from forgetting.parts.context_free import starts_spec
+
+    return context_free_spec(base, heldout_generator(c), c.model.dtype,
+                             {"token": c.model.bos_token, "id": c.model.bos_token_id},
+                             starts_spec(heldout_starts(c)))
 
 
 def base_samples(c, store, base) -> list[dict]:
     """Held-out context-free samples of the base model (cached like training samples)."""
-    from dataclasses import replace
-
     from forgetting.generate import sources
     from forgetting.models import bos_token_id
+    from forgetting.parts.context_free import resolve_starts, starts_spec
     from forgetting.pipeline import generation_model, tokenizer_of
 
-    gen = replace(c.generator, seed=HELDOUT_SAMPLES_SEED)
-    bos = bos_token_id(tokenizer_of(c, base), c.model.bos_token_id, c.model.bos_token)
-    return sources.context_free(store, base, gen, c.eval.base_samples, bos_id=bos,
+    tokenizer = tokenizer_of(c, base)
+    bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
+    starts = heldout_starts(c)
+    return sources.context_free(store, base, heldout_generator(c), c.eval.base_samples, bos_id=bos,
                                 load=lambda: generation_model(c, base), model_dtype=c.model.dtype,
-                                bos={"token": c.model.bos_token, "id": c.model.bos_token_id})
+                                bos={"token": c.model.bos_token, "id": c.model.bos_token_id},
+                                starts=resolve_starts(tokenizer, starts, bos), starts_spec=starts_spec(starts))
+
+
+def losses(ev: Evaluation, metric: str, rows: list[dict], ids: list) -> dict[str, float]:
+    """``{metric: the token-weighted loss of the encoded rows}``, their per-row losses recorded as its examples."""
+    from forgetting.evaluate.examples import from_pairs
+    from forgetting.evaluate.heldout import ratio, row_losses
+
+    pairs = row_losses(ev.model, rows, ev.tokenizer.pad_token_id, ev.c.eval.batch_size)
+    ev.examples[metric] = from_pairs(pairs, ids)
+    return {metric: ratio(pairs)}
 
 
 def test_split_rows(c) -> list[dict]:

@@ -144,13 +144,28 @@ def _run(bench: BenchmarkConfig, problems: list[dict], tokenizer, backend, *, se
     return records, metrics, detail
 
 
+def problem_examples(records: list[dict]) -> dict:
+    """The accuracy's examples (``forgetting.evaluate.examples``) by problem: each graded problem's mean over its
+    samples, weighted by their number, so that a bootstrap resamples problems (AIME's 4 samples of one problem are
+    not 4 independent examples)."""
+    from forgetting.evaluate.examples import record
+
+    by_problem: dict[str, list[bool]] = {}
+    for r in records:
+        if r["correct"] is not None:
+            by_problem.setdefault(str(r["id"]), []).append(bool(r["correct"]))
+    ids = list(by_problem)
+    return record([sum(v) / len(v) for v in by_problem.values()], ids, [len(v) for v in by_problem.values()])
+
+
 def evaluate_generative(model, tokenizer, benchmarks: list[BenchmarkConfig], out_dir: Path, *, backend=None,
                         seed: int = 0, batch_size: int = 8, code_timeout_s: float = 6.0,
-                        grade_workers: int = 2) -> dict[str, float]:
+                        grade_workers: int = 2, per_example: dict | None = None) -> dict[str, float]:
     """Generate, grade and summarise every benchmark; returns the metrics (also in ``out_dir/summary.json``).
 
     ``seed`` is the sampling seed; ``batch_size`` the number of prompts per backend call; ``code_timeout_s``
-    the wall time per code test (SkyThought: 6 s); ``grade_workers`` the threads running code tests.
+    the wall time per code test (SkyThought: 6 s); ``grade_workers`` the threads running code tests;
+    ``per_example``: filled with each accuracy's examples (:func:`problem_examples`).
     """
     _check(benchmarks)
     if backend is None:
@@ -167,6 +182,8 @@ def evaluate_generative(model, tokenizer, benchmarks: list[BenchmarkConfig], out
         records, m, detail = _run(bench, problems, tokenizer, backend, seed=seed, batch_size=batch_size,
                                   code_timeout_s=code_timeout_s, grade_workers=grade_workers)
         write_jsonl(out_dir / "records" / f"{bench.name}.jsonl", records)
+        if per_example is not None:
+            per_example[f"{bench.group}/{bench.name}/acc"] = problem_examples(records)
         detail["seconds"] = round(time.time() - started, 1)
         metrics.update(m)
         details[bench.name] = detail

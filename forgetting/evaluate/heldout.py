@@ -1,6 +1,9 @@
 """Held-out loss on the pretraining distribution: the forgetting measure of paper 003 (lower is better).
 
     python launch.py +experiment=smollm2 debug=dry
+
+Every loss here is a ratio estimate, Σ (loss of a row's labelled tokens) / Σ (its labelled tokens): the per-row
+pairs (:func:`row_losses`) are what the report's bootstrap over documents resamples (``forgetting.report``).
 """
 from __future__ import annotations
 
@@ -17,19 +20,28 @@ def heldout_loss(model, tokenizer, texts: list[str], max_len: int, batch_size: i
 
 
 @torch.no_grad()
-def rows_loss(model, rows: list[dict], pad_token_id: int, batch_size: int = 32) -> float:
-    """Mean per-token cross-entropy of the labelled tokens of encoded rows (``forgetting.data.encode``)."""
+def row_losses(model, rows: list[dict], pad_token_id: int, batch_size: int = 32) -> list[tuple[float, int]]:
+    """Per encoded row (``forgetting.data.encode``): (summed cross-entropy of its labelled tokens, their count)."""
     model.eval()
     collate = Collator(pad_token_id)
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     for start in range(0, len(rows), batch_size):
         batch = collate(rows[start:start + batch_size])
         logits = model(input_ids=batch["input_ids"].to(device),
                        attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
         target = batch["labels"][:, 1:].to(device)
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
-                             reduction="sum")
-        total += ce.item()
-        count += int((target != IGNORE).sum())
-    return total / max(count, 1)
+                             reduction="none").view(target.shape)
+        out += list(zip(ce.double().sum(1).tolist(), (target != IGNORE).sum(1).tolist()))
+    return out
+
+
+def ratio(pairs: list[tuple[float, int]]) -> float:
+    """Σ numerator / Σ denominator (0 when nothing is counted)."""
+    return sum(p[0] for p in pairs) / max(sum(p[1] for p in pairs), 1)
+
+
+def rows_loss(model, rows: list[dict], pad_token_id: int, batch_size: int = 32) -> float:
+    """Mean per-token cross-entropy of the labelled tokens of encoded rows (``forgetting.data.encode``)."""
+    return ratio(row_losses(model, rows, pad_token_id, batch_size))

@@ -151,8 +151,9 @@ def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = 
         raise ValueError(f"eval.fewshot names tasks that are not evaluated: {unknown}")
     merged: dict = {}
     for shots, group in shot_groups(tasks, fewshot, num_fewshot).items():
+        # log_samples: each document's scores, the per-example values behind the report's intervals
         out = lm_eval.simple_evaluate(model=lm, tasks=list(group), num_fewshot=shots, limit=limit,
-                                      task_manager=task_manager, log_samples=False, bootstrap_iters=0,
+                                      task_manager=task_manager, log_samples=True, bootstrap_iters=0,
                                       gen_kwargs=dict(gen_kwargs) if gen_kwargs else None)
         for key, value in out.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -216,3 +217,32 @@ def columns(results: dict, tasks: list[str], groups: dict[str, list[str]], metri
 
 def extract_keys(tasks: list[str], group: str, metrics: dict[str, str]) -> list[str]:
     return [f"{group}/{task_short_name(t)}/{metrics.get(t, 'acc,none').split(',')[0]}" for t in tasks]
+
+
+def per_doc(results: dict, task: str, key: str) -> dict | None:
+    """The per-document values behind ``results["results"][task][key]`` (``metric,filter``) as an examples record
+    (``forgetting.evaluate.examples``), ids the documents' hashes; a group (mmlu) pools its subtasks' documents. None
+    when lm-eval logged no samples for it, or when the pooled mean is not the reported value (a group averaged
+    otherwise than over its documents)."""
+    from forgetting.evaluate.examples import record
+
+    metric, _, filt = key.partition(",")
+    samples, subtasks = results.get("samples") or {}, results.get("group_subtasks") or {}
+
+    def leaves(name: str) -> list[str]:
+        if name in samples:
+            return [name]
+        return [leaf for sub in subtasks.get(name, []) for leaf in leaves(sub)]
+
+    docs = [e for t in leaves(task) for e in sorted(samples[t], key=lambda e: e["doc_id"])
+            if e.get("filter") == filt and isinstance(e.get(metric), (int, float, bool))]
+    if not docs:
+        return None
+    values = [float(e[metric]) for e in docs]
+    try:
+        reported = float(results["results"][task][key])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if abs(sum(values) / len(values) - reported) > 1e-6:
+        return None
+    return record(values, [e.get("doc_hash", e["doc_id"]) for e in docs])

@@ -78,23 +78,51 @@ def _seed(seed: int, chunk: int) -> int:
     return seed * 1_000_003 + chunk
 
 
-def context_free_spec(base: Artifact, gen, model_dtype: str, bos: dict) -> dict:
+def start_sequence(starts: list[tuple[int, float]], first: int, n: int) -> list[int]:
+    """The start token ids of rows ``first .. first + n - 1`` of a sample sequence whose starts are drawn from
+    ``starts`` ((id, weight) pairs) in proportion to the weights: a smooth weighted round robin over the row index,
+    so every prefix of the sequence (a smaller ratio) holds each start within one row of its share."""
+    if len(starts) == 1:
+        return [starts[0][0]] * n
+    total = sum(w for _, w in starts)
+    credit = [0.0] * len(starts)
+    out = []
+    for j in range(first + n):
+        for k, (_, w) in enumerate(starts):
+            credit[k] += w
+        best = max(range(len(starts)), key=lambda k: credit[k])
+        credit[best] -= total
+        if j >= first:
+            out.append(starts[best][0])
+    return out
+
+
+def context_free_spec(base: Artifact, gen, model_dtype: str, bos: dict, starts: list | None = None) -> dict:
     """The sample sequence's spec (chunk ``i``'s key adds ``i``): the base model, the start token as configured
-    (``bos``: model.bos_token / bos_token_id; the base's tokenizer resolves it) and the sampling settings."""
-    return {"model": base, "source": "context_free", "generator": _gen_spec(gen, "temperature", model_dtype),
+    (``bos``: model.bos_token / bos_token_id; the base's tokenizer resolves it), the start-token mixture when one is
+    declared (``starts``: method.starts, as dicts) and the sampling settings."""
+    spec = {"model": base, "source": "context_free", "generator": _gen_spec(gen, "temperature", model_dtype),
             "bos": bos}
+    if starts:
+        spec["starts"] = starts
+    return spec
 
 
 def context_free(store: Store, base: Artifact, gen, n: int, *, bos_id: int, load: Callable,
-                 model_dtype: str = "float32", bos: dict | None = None) -> list[dict]:
-    """``n`` samples of the base model from its BOS token id alone (paper §2): ``[BOS] + completion``. ``bos``: the
-    start token as configured, which resolved to ``bos_id`` (default: the tokenizer's BOS)."""
+                 model_dtype: str = "float32", bos: dict | None = None,
+                 starts: list[tuple[int, float]] | None = None, starts_spec: list | None = None) -> list[dict]:
+    """``n`` samples of the base model from a start token alone (paper §2): ``[start] + completion``, the start
+    recorded as ``start``. The start is the BOS id ``bos_id`` (``bos``: the start token as configured, which resolved
+    to it; default: the tokenizer's BOS), or, given ``starts`` ((id, weight) pairs resolved from ``starts_spec``,
+    method.starts), each row's own from that mixture (:func:`start_sequence`)."""
     backend = _LazyBackend(gen, load)
-    spec = context_free_spec(base, gen, model_dtype, bos or {"token": None, "id": None})
+    spec = context_free_spec(base, gen, model_dtype, bos or {"token": None, "id": None}, starts_spec)
+    mixture = starts if starts_spec else [(bos_id, 1.0)]
 
     def make(i: int, size: int) -> list[dict]:
-        outs = backend.sample([[bos_id]] * size, gen, _seed(gen.seed, i), gen.temperature)
-        return [{"ids": [bos_id] + o, "n_prompt": 0} for o in outs]
+        first = start_sequence(mixture, i * size, size)
+        outs = backend.sample([[s] for s in first], gen, _seed(gen.seed, i), gen.temperature)
+        return [{"ids": [s] + o, "n_prompt": 0, "start": s} for s, o in zip(first, outs)]
 
     try:
         return _chunked(store, spec, n, gen.chunk, "context-free samples", make)

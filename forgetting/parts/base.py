@@ -138,11 +138,13 @@ def register(cls: type[Part]) -> type[Part]:
         raise TypeError(f"part {cls.__name__}: name={cls.name!r} is invalid: expected a new {cls.kind} name")
     hints = typing.get_type_hints(cls.Knobs)
     for f in dataclasses.fields(cls.Knobs):
+        # the class that declares the knob (a Knobs class may extend another's, e.g. CFS's extends MixKnobs)
+        declared = next(k for k in cls.Knobs.__mro__ if f.name in k.__dict__.get("__annotations__", {}))
         owner = _KNOBS.get(f.name)
-        if owner is not None and owner[2].__qualname__ != cls.Knobs.__qualname__:
+        if owner is not None and owner[2].__qualname__ != declared.__qualname__:
             raise TypeError(f"part {cls.name}: knob {f.name!r} is already a knob of {owner[2].__qualname__}: "
                             "expected a new name, or the same Knobs class")
-        _KNOBS[f.name] = (hints[f.name], f, cls.Knobs)
+        _KNOBS[f.name] = (hints[f.name], f, declared)
     _REGISTRY[cls.kind][cls.name] = cls
     return cls
 

@@ -376,7 +376,7 @@ def test_generate_stage_through_vllm_writes_hf_rows_reuses_prefixes_and_keeps_sa
     for call in fake_vllm("generate"):
         assert all(p == {"prompt_token_ids": [tok.bos_token_id]} for p in call["prompts"])  # one BOS, as ids
     for r in rows:
-        assert set(r) == {"ids", "n_prompt"} and r["n_prompt"] == 0
+        assert set(r) == {"ids", "n_prompt", "start"} and r["n_prompt"] == 0 and r["start"] == r["ids"][0]
         assert r["ids"][0] == tok.bos_token_id and all(isinstance(t, int) and 0 <= t < vocab for t in r["ids"])
         assert tok.eos_token_id not in r["ids"][1:-1] and 2 <= len(r["ids"]) <= 1 + c.generator.max_new_tokens
 
