@@ -104,11 +104,16 @@ def _order_labels(labels: list[str], order: Optional[Sequence[str]]) -> list[str
 
 
 def aggregate(runs: list[dict], order: Optional[Sequence[str]] = None) -> list[dict]:
-    """One row per label: ``{"label", "n", "mean": {metric: float}, "std": {metric: float | None}}``.
+    """One row per label: ``{"label", "n", "mean": {metric: float}, "std": {metric: float | None},
+    "ci": {metric: (low, high, "seeds" | "examples")}}``.
 
     Rows come "Base" first, then in order of first appearance, unless ``order`` lists labels explicitly
-    (labels it omits follow in their default order). ``std`` is the sample std (ddof=1), None when n=1.
+    (labels it omits follow in their default order). ``std`` is the sample std (ddof=1), None when n=1. ``ci`` is
+    the 95% interval of the mean (``forgetting.intervals``): over seeds (t) when n ≥ 2, else over the examples the
+    run scored (bootstrap), for metrics that recorded them; absent otherwise.
     """
+    from forgetting.intervals import example_interval, seed_interval
+
     groups: dict[str, list[dict]] = {}
     for run in _dedupe(runs):
         groups.setdefault(run["label"], []).append(run)
@@ -117,7 +122,7 @@ def aggregate(runs: list[dict], order: Optional[Sequence[str]] = None) -> list[d
     for label in _order_labels(list(groups), order):
         members = groups[label]
         metrics = list(dict.fromkeys(m for run in members for m in run["metrics"]))
-        mean, std = {}, {}
+        mean, std, ci = {}, {}, {}
         for metric in metrics:
             values = [float(run["metrics"][metric]) for run in members
                       if isinstance(run["metrics"].get(metric), (int, float))]
@@ -128,7 +133,15 @@ def aggregate(runs: list[dict], order: Optional[Sequence[str]] = None) -> list[d
                 continue
             mean[metric] = statistics.mean(values)
             std[metric] = statistics.stdev(values) if len(values) > 1 else None
-        rows.append({"label": label, "n": len(members), "mean": mean, "std": std})
+            interval = seed_interval(values)
+            if interval is not None:
+                ci[metric] = (*interval, "seeds")
+            else:
+                records = [run.get("examples", {}).get(metric) for run in members]
+                interval = example_interval(records) if all(records) else None
+                if interval is not None:
+                    ci[metric] = (*interval, "examples")
+        rows.append({"label": label, "n": len(members), "mean": mean, "std": std, "ci": ci})
     return rows
 
 
@@ -181,9 +194,10 @@ def _cells(rows: list[dict], metric: str) -> list[str]:
             cells.append("—")
             continue
         text = f"{value:.{digits}f}"
-        std = row["std"].get(metric)
-        if std is not None:
-            text += f" ± {std * scale:.{digits}f}"
+        interval = row.get("ci", {}).get(metric)
+        if interval is not None:  # the larger side of a bootstrap interval, which need not be symmetric
+            mean = row["mean"][metric]
+            text += f" ± {max(mean - interval[0], interval[1] - mean) * scale:.{digits}f}"
         cells.append(f"**{text}**" if value == best else text)
     return cells
 
@@ -210,26 +224,77 @@ def _caption(rows: list[dict], columns: Sequence[str]) -> str:
         parts.append(f"Pre-existing tasks: {', '.join(pre)}.")
     if down:
         parts.append(f"Downstream: {', '.join(down)}.")
-    parts.append("Mean ± sample std over n seeds; best per column in bold (↓: lower is better).")
+    kinds = {row.get("ci", {}).get(m, (0, 0, None))[2] for row in rows for m in columns} - {None}
+    why = {"seeds": "t over the n seeds", "examples": "bootstrap over the examples scored, where n = 1"}
+    parts.append("Mean over n seeds ± the half-width of its 95% interval (" +
+                 "; ".join(why[k] for k in ("seeds", "examples") if k in kinds) + ")" if kinds else
+                 "Mean over n seeds (one seed and no per-example values: no interval)")
+    parts[-1] += "; best per column in bold (↓: lower is better)."
     if percent:
         parts.append("Accuracy-type columns in %.")
     return " ".join(parts)
 
 
 def to_csv(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
-    """Raw numbers: ``label,n,<metric>_mean,<metric>_std,...``; empty std when n=1, empty cells when absent."""
+    """Raw numbers: ``label,n,<metric>_mean,<metric>_std,<metric>_ci_low,<metric>_ci_high,<metric>_ci,...``;
+    empty std when n=1, empty interval where none (``_ci``: over "seeds" or "examples"), empty cells when absent."""
     columns = list(columns) if columns is not None else default_columns(rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["label", "n"] + [f"{m}_{stat}" for m in columns for stat in ("mean", "std")])
+    stats = ("mean", "std", "ci_low", "ci_high", "ci")
+    writer.writerow(["label", "n"] + [f"{m}_{stat}" for m in columns for stat in stats])
     for row in rows:
         cells = [row["label"], row["n"]]
         for metric in columns:
-            for stat in ("mean", "std"):
-                value = row[stat].get(metric)
-                cells.append("" if value is None else repr(value))
+            interval = row.get("ci", {}).get(metric) or (None, None, None)
+            for value in (row["mean"].get(metric), row["std"].get(metric), *interval):
+                cells.append("" if value is None else value if isinstance(value, str) else repr(value))
         writer.writerow(cells)
     return buf.getvalue()
+
+
+def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], reference: Optional[str] = None) -> str:
+    """The paired differences against the reference row (``reference``, default "FT"): per label and metric, the
+    mean of (run − its reference run) over the pairs matched on everything but the method
+    (``forgetting.intervals.pair_runs``), with its 95% interval over seeds and, for metrics with per-example
+    values, over examples; "" when there is no reference row or nothing pairs with it."""
+    from forgetting.intervals import excludes_zero, pair_runs, paired_difference
+
+    runs = _dedupe(runs)
+    reference = reference or "FT"
+    pairs = pair_runs(runs, reference)
+    if not pairs:
+        return ""
+
+    def fmt(v: float, metric: str) -> str:  # accuracy-type columns in percentage points, as the table shows them
+        return f"{100 * v:+.2f}" if is_percent(rows, metric) else f"{v:+.4f}"
+
+    lines = [f"## Paired differences vs {reference}\n",
+             f"Each cell: the mean of (row − {reference}) over the runs that differ from a {reference} run only in "
+             "the method (same seed, same other overrides); `[a, b]` its 95% interval over seeds (t, n − 1 df), "
+             "`{a, b}` over the examples scored (paired bootstrap, the same resample for both runs). "
+             "**\\*** the seed interval excludes 0, **†** the example interval does. Accuracy-type columns in "
+             "percentage points; ↓: lower is better, so a negative difference is an improvement there.\n",
+             "| | n | " + " | ".join(header(m, columns) for m in columns) + " |",
+             "|:--|--:|" + "--:|" * len(columns)]
+    for label, matched in pairs.items():
+        cells, n = [], 0
+        for metric in columns:
+            d = paired_difference(matched, metric)
+            if d is None:
+                cells.append("—")
+                continue
+            n = max(n, d["n"])
+            text = fmt(d["mean"], metric)
+            if d["seeds"] is not None:
+                lo, hi = (fmt(v, metric) for v in d["seeds"])
+                text += f" [{lo}, {hi}]" + ("\\*" if excludes_zero(d["seeds"]) else "")
+            if d["examples"] is not None:
+                lo, hi = (fmt(v, metric) for v in d["examples"])
+                text += f" {{{lo}, {hi}}}" + ("†" if excludes_zero(d["examples"]) else "")
+            cells.append(text)
+        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ plot
@@ -327,7 +392,8 @@ def _atomic(path: Path, write, binary: bool = False) -> None:
 
 
 def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.PathLike] = None, *,
-                 title: str = DEFAULT_TITLE, order: Optional[Sequence[str]] = None) -> str:
+                 title: str = DEFAULT_TITLE, order: Optional[Sequence[str]] = None,
+                 reference: Optional[str] = None) -> str:
     """Write report.md, report.csv and frontier.png into ``out_dir``; return the Markdown."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -345,7 +411,7 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
     from forgetting.convergence import section as recycling
 
-    for extra in (section(runs, out), recycling(runs, out)):
+    for extra in (paired_section(rows, runs, columns, reference), section(runs, out), recycling(runs, out)):
         if extra:
             markdown += "\n" + extra
     _atomic(out / "report.md", lambda f: f.write(markdown))
@@ -365,11 +431,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="output directory (default: the first sweep directory)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
     parser.add_argument("--order", help="comma-separated row order, e.g. Base,FT,CFS")
+    parser.add_argument("--reference", help="the row paired differences are taken against (default: FT)")
     args = parser.parse_args(argv)
 
     order = [s.strip() for s in args.order.split(",") if s.strip()] if args.order else None
     try:
-        markdown = write_report(args.sweeps, args.out, title=args.title, order=order)
+        markdown = write_report(args.sweeps, args.out, title=args.title, order=order, reference=args.reference)
     except NoResults as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -65,7 +65,9 @@ def expected(root: Path) -> dict[str, dict[str, list[float]]]:
 
 
 def parse_table(markdown: str) -> tuple[list[str], dict[str, dict[str, str]]]:
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    """The report's first table (the paired differences follow it)."""
+    first = markdown[markdown.index("|"):]
+    lines = [line for line in first[: first.index("\n\n")].splitlines() if line.startswith("|")]
     split = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     headers = split(lines[0])
     rows = {}
@@ -94,14 +96,15 @@ def test_collect_skips_the_corrupt_file_and_finds_the_nested_one(built, capsys):
     assert len(warnings) == 1 and str(sweep / "9" / "results.json") in warnings[0]
 
 
-def test_table_cells_are_mean_and_sample_std_of_the_files(built):
+def test_table_cells_are_mean_and_95_interval_over_seeds_of_the_files(built):
     sweep, _, markdown = built
     labels, rows = parse_table(markdown)
     for label, metrics in expected(sweep).items():
         assert rows[label]["n"] == "3"
         for metric, values in metrics.items():
             scale, digits = (1, 3) if metric.endswith("/loss") else (100, 2)
-            want = f"{statistics.mean(values) * scale:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+            half = 4.302653 * statistics.stdev(values) / 3 ** 0.5  # t(0.975, 2 df) · s / √n
+            want = f"{statistics.mean(values) * scale:.{digits}f} ± {half * scale:.{digits}f}"
             assert rows[label][HEADERS[metric]].strip("*") == want, (label, metric)
 
 
@@ -162,7 +165,7 @@ def test_single_seed_has_no_std():
     rows = report.aggregate([{"label": "FT", "seed": 0, "metrics": {"pre/avg": 0.5, "pre/heldout/loss": 2.0}}])
     assert rows[0]["n"] == 1 and rows[0]["std"] == {"pre/avg": None, "pre/heldout/loss": None}
     assert "±" not in report.to_markdown(rows)
-    assert report.to_csv(rows).splitlines()[1] == "FT,1,0.5,,2.0,"
+    assert report.to_csv(rows).splitlines()[1] == "FT,1,0.5,,,,,2.0,,,,"  # no std, no interval
 
 
 def test_order_overrides_the_default_row_order(built):
