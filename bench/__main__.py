@@ -1,4 +1,4 @@
-"""Run the seven benchmarks, one process each, and print a summary table.
+"""Run the eight benchmarks, one process each, and print a summary table.
 
     make bench                  # = python -m bench
     python -m bench packing     # only some of them
@@ -16,7 +16,8 @@ import time
 
 from bench.common import RESULT_PREFIX
 
-BENCHMARKS = ["train_speed", "packing", "generate_speed", "ratio_grid", "merge_memory", "vllm_speed", "train_mfu"]
+BENCHMARKS = ["train_speed", "packing", "generate_speed", "ratio_grid", "merge_memory", "vllm_speed", "train_mfu",
+              "sweep_speed"]
 
 
 def main(names: list[str]) -> int:

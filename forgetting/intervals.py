@@ -100,16 +100,22 @@ def match_key(run: dict) -> tuple:
     return run.get("seed"), tuple(others)
 
 
+def is_reference(run: dict, reference: str) -> bool:
+    """Whether ``run`` is a reference run: its method (``ft``) or its label (``FT``) is ``reference``."""
+    return run.get("method") == reference or run["label"] == reference
+
+
 def pair_runs(runs: Sequence[dict], reference: str) -> dict[str, list[tuple[dict, dict]]]:
-    """label → [(run, its reference run)] for every run of another label that has exactly one reference run with
-    the same :func:`match_key`; ``reference`` names the reference row by label."""
+    """label → [(run, its reference run)] for every other run that has exactly one reference run with the same
+    :func:`match_key`; ``reference`` is a method name (``ft``: FT at every lr of a sweep, each paired with the runs
+    at its own lr) or a row label."""
     refs: dict[tuple, list[dict]] = {}
     for r in runs:
-        if r["label"] == reference:
+        if is_reference(r, reference):
             refs.setdefault(match_key(r), []).append(r)
     out: dict[str, list[tuple[dict, dict]]] = {}
     for r in runs:
-        if r["label"] == reference:
+        if is_reference(r, reference):
             continue
         found = refs.get(match_key(r), [])
         if len(found) == 1:

@@ -254,23 +254,25 @@ def to_csv(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
 
 
 def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], reference: Optional[str] = None) -> str:
-    """The paired differences against the reference row (``reference``, default "FT"): per label and metric, the
+    """The paired differences against the reference runs (``reference``: a method, default ``ft``, or a label): per
+    label and metric, the
     mean of (run − its reference run) over the pairs matched on everything but the method
     (``forgetting.intervals.pair_runs``), with its 95% interval over seeds and, for metrics with per-example
     values, over examples; "" when there is no reference row or nothing pairs with it."""
     from forgetting.intervals import excludes_zero, pair_runs, paired_difference
 
     runs = _dedupe(runs)
-    reference = reference or "FT"
+    reference = reference or "ft"
     pairs = pair_runs(runs, reference)
     if not pairs:
         return ""
+    name = next((r["label"] for r in runs if r["label"] == reference), None) or reference.upper()
 
     def fmt(v: float, metric: str) -> str:  # accuracy-type columns in percentage points, as the table shows them
         return f"{100 * v:+.2f}" if is_percent(rows, metric) else f"{v:+.4f}"
 
-    lines = [f"## Paired differences vs {reference}\n",
-             f"Each cell: the mean of (row − {reference}) over the runs that differ from a {reference} run only in "
+    lines = [f"## Paired differences vs {name}\n",
+             f"Each cell: the mean of (row − {name}) over the runs that differ from a {name} run only in "
              "the method (same seed, same other overrides); `[a, b]` its 95% interval over seeds (t, n − 1 df), "
              "`{a, b}` over the examples scored (paired bootstrap, the same resample for both runs). "
              "**\\*** the seed interval excludes 0, **†** the example interval does. Accuracy-type columns in "
@@ -431,7 +433,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="output directory (default: the first sweep directory)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
     parser.add_argument("--order", help="comma-separated row order, e.g. Base,FT,CFS")
-    parser.add_argument("--reference", help="the row paired differences are taken against (default: FT)")
+    parser.add_argument("--reference", help="the method (or row label) paired differences are taken against "
+                                            "(default: ft)")
     args = parser.parse_args(argv)
 
     order = [s.strip() for s in args.order.split(",") if s.strip()] if args.order else None

@@ -346,8 +346,16 @@ class BaseSamples(Evaluator):
         samples = base_samples(c, ev.store, base)
         rows = [encode_ids(r["ids"], len(r["ids"])) for r in samples]
         pad, batch = ev.tokenizer.pad_token_id, c.eval.batch_size
-        on_model = row_losses(ev.model, rows, pad, batch)
-        on_base = on_model if ev.model_art == base else row_losses(load(c, base)[0], rows, pad, batch)
+
+        def score(out):  # the base's own losses on its samples: once per base, not once per evaluated model
+            pairs = row_losses(ev.model if ev.model_art == base else load(c, base)[0], rows, pad, batch)
+            (out / "losses.json").write_text(json.dumps(pairs))
+
+        spec = {"model": base, "samples": base_samples_spec(c, base), "n": c.eval.base_samples, "batch_size": batch,
+                "dtype": c.model.dtype}
+        scored = ev.store.build("score", spec, score)
+        on_base = [tuple(p) for p in json.loads((scored.path / "losses.json").read_text())]
+        on_model = on_base if ev.model_art == base else row_losses(ev.model, rows, pad, batch)
         ids = [r["ids"] for r in samples]
         ev.examples["pre/base_samples/loss"] = from_pairs(on_model, ids)
         ev.examples["pre/base_samples/kl"] = from_pairs([(m - b, n) for (m, n), (b, _) in zip(on_model, on_base)],

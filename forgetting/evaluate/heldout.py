@@ -25,15 +25,19 @@ def row_losses(model, rows: list[dict], pad_token_id: int, batch_size: int = 32)
     model.eval()
     collate = Collator(pad_token_id)
     device = next(model.parameters()).device
-    out: list[tuple[float, int]] = []
+    # batches of similar lengths (less padding); each row's loss is its own, so the order only moves the work
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
     for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start:start + batch_size])
+        part = order[start:start + batch_size]
+        batch = collate([rows[i] for i in part])
         logits = model(input_ids=batch["input_ids"].to(device),
                        attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
         target = batch["labels"][:, 1:].to(device)
         ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE,
                              reduction="none").view(target.shape)
-        out += list(zip(ce.double().sum(1).tolist(), (target != IGNORE).sum(1).tolist()))
+        for i, loss, count in zip(part, ce.double().sum(1).tolist(), (target != IGNORE).sum(1).tolist()):
+            out[i] = (loss, count)
     return out
 
 
