@@ -94,9 +94,10 @@ def excludes_zero(interval: Optional[tuple[float, float]]) -> bool:
 
 def match_key(run: dict) -> tuple:
     """What a run shares with its paired reference: its seed and every override but the method and its knobs
-    (``method=…``, ``method.…=…``), so that CFS at lr 1e-4, seed 1 pairs with FT at lr 1e-4, seed 1."""
+    (``method=…``, ``method.…=…``) and its row label (``label=…``), so that CFS at lr 1e-4, seed 1 pairs with FT at
+    lr 1e-4, seed 1."""
     others = sorted(o.lstrip("+~") for o in run.get("overrides", [])
-                    if o.lstrip("+~").split("=", 1)[0].split(".")[0] != "method" and not o.startswith("seed="))
+                    if o.lstrip("+~").split("=", 1)[0].split(".")[0] not in ("method", "label", "seed"))
     return run.get("seed"), tuple(others)
 
 
