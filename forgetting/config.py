@@ -82,11 +82,12 @@ class PretrainConfig:
     seq_len: int = 128
     weight_decay: float = 0.01
     adam_beta2: float = ADAM_BETA2  # AdamW's β2 (HF's default; paper 003's pretraining: 0.95)
-    # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to 0) | constant (warmup, then constant:
-    # a run's checkpoints as model versions, paper 004)
+    # cosine | wsd (warmup–stable–decay, paper 003 App. A.2.2; linear decay to decay_floor × lr) | constant (warmup,
+    # then constant: a run's checkpoints as model versions, paper 004)
     schedule: str = "cosine"
     segment_steps: Optional[int] = None  # constant: store the run in segments of this many steps (the versions)
     decay_ratio: float = 0.1  # wsd: the share of steps in the decay (paper 003: 10%)
+    decay_floor: float = 0.1  # wsd: the lr at the last decay step, as a fraction of lr (paper 003 §3.3: "to 10%")
     rho: float = 0.0  # SAM's radius (forgetting/parts/sam.py); 0: AdamW
     sam_phase: str = "all"  # with rho > 0: "all" steps, or only wsd's "decay" (paper 003 §3.5: ≈ +10% compute)
     seed: Optional[int] = None  # the init and data-order seed; null: world.seed
@@ -105,6 +106,7 @@ class PretrainConfig:
                "model.pretrain.segment_steps", self.segment_steps,
                "null, or with schedule=constant a positive divisor of model.pretrain.steps")
         _check(0 < self.decay_ratio < 1, "model.pretrain.decay_ratio", self.decay_ratio, "a number in (0, 1)")
+        _check(0 <= self.decay_floor < 1, "model.pretrain.decay_floor", self.decay_floor, "a number in [0, 1)")
         _check(self.rho >= 0, "model.pretrain.rho", self.rho, "a number >= 0 (0: AdamW)")
         _check(self.sam_phase in ("all", "decay"), "model.pretrain.sam_phase", self.sam_phase, "'all' or 'decay'")
         _check(self.sam_phase == "all" or self.schedule == "wsd", "model.pretrain.sam_phase", self.sam_phase,
@@ -438,6 +440,9 @@ class TrainerConfig:
     grad_accum: int = 1  # effective batch = batch_size * grad_accum * num_processes
     warmup_ratio: float = 0.03  # paper §3: warmup 3% of steps
     scheduler: str = "cosine"  # paper §3
+    # the scheduler's own arguments (HF's lr_scheduler_kwargs; e.g. warmup_stable_decay's min_lr_ratio); keys name
+    # them only when set
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
     weight_decay: float = 0.0
     adam_beta2: float = ADAM_BETA2  # AdamW's β2 (HF's default); keys name it only when it differs
     max_seq_len: int = 128
@@ -570,7 +575,7 @@ class EvalConfig:
     robust_seeds: int = 3
     robust_nf4: bool = False
     # directional sharpness along θ_ft − θ_base on the toy world's held-out documents (the first sharpness_docs):
-    # sharp/direction/{curvature,predicted,observed,norm} (forgetting/evaluate/sharpness.py; small models)
+    # sharp/direction/{curvature,predicted_eq6,predicted_taylor,observed,norm} (evaluate/sharpness.py; small models)
     sharpness: bool = False
     sharpness_docs: int = 64
     # Applied to every entry of ``generative`` when the config is validated (so every consumer, and the evaluation

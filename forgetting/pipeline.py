@@ -131,7 +131,8 @@ def trainer_spec(t) -> dict:
     """The trainer settings that shape the model: not the option's name, not the checkpoint period (a resumed run
     ends where an uninterrupted one does), not ``epochs`` when ``max_steps`` sets the step count."""
     skip = ({"name", "save_steps", "step_cap"} | ({"epochs"} if t.max_steps is not None else set())
-            | ({"adam_beta2"} if t.adam_beta2 == ADAM_BETA2 else set()))  # keys made before it existed stay valid
+            | ({"adam_beta2"} if t.adam_beta2 == ADAM_BETA2 else set())  # keys made before it existed stay valid
+            | ({"scheduler_kwargs"} if not t.scheduler_kwargs else set()))
     return {k: v for k, v in asdict(t).items() if k not in skip}
 
 

@@ -49,6 +49,7 @@ LEAVES: dict[str, tuple] = {
     "model.midtrain.mix": ([1, 3, 3, 3], "none"),  # read only with steps > 0 (tests/merge/test_diff.py)
     "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
+    "model.pretrain.decay_floor": (0.0, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
     "model.pretrain.segment_steps": (None, "skip: with schedule constant only (tests/merge/test_diff.py)"),
     "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
     "model.pretrain.per_run_seed": (True, "none"),  # at seed 0 the same base (test_per_run_seed_replicates_the_base)
@@ -137,6 +138,7 @@ LEAVES: dict[str, tuple] = {
         max_seq_len=64, logging_steps=1, bf16=True, gradient_checkpointing=True, packing=True,
         num_processes=2).items()},
     "trainer.snapshot_steps": ([2], "train"),
+    "trainer.scheduler_kwargs": ({"num_cycles": 0.4}, "train"),
     "trainer.epochs": (3.0, "none"),  # debug=micro sets max_steps
     "trainer.step_cap": (1, "train"),  # caps max_steps (debug=dry: a preset that sets its own steps)
     "trainer.adam_beta2": (0.95, "train"),

@@ -98,3 +98,20 @@ def test_the_olmo2_sam_preset_mid_trains_with_sam_then_fine_tunes(tiny_olmo, tmp
     assert any(not torch.equal(midtrained[k], parent[k].to(midtrained[k].dtype)) for k in parent)
     for r in runs:
         assert "robust/nf4/increase" in r["metrics"] and "pre/avg" in r["metrics"]
+
+
+def test_olmo2_sam_mid_trains_the_4t_token_stage1_checkpoint_not_the_release():
+    """Paper 003 App. B.1 mid-trains "an OLMo-2-1B checkpoint which was pretrained on 4T tokens": the last stage-1
+    revision, pinned; the release (main) has had stage 2 already. The revision keys the mid-trained base."""
+    from conftest import compose
+
+    from forgetting.pipeline import base_chain, plan
+
+    corpus = f"model.midtrain.corpus={ROOT / 'tests/fixtures/dolma.jsonl'}"
+    c = compose("+experiment=olmo2_sam", corpus)
+    assert c.model.path == "allenai/OLMo-2-0425-1B"
+    assert c.model.revision == "stage1-step1907359-tokens4001B"
+    (stage, spec), = base_chain(c, None)
+    assert stage == "continue" and spec["parent"] == {"hub": c.model.path, "revision": c.model.revision}
+    other = compose("+experiment=olmo2_sam", corpus, "model.revision=main")
+    assert plan(other)["base"] != plan(c)["base"]

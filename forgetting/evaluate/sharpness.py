@@ -1,8 +1,10 @@
 """Directional sharpness along the fine-tuning direction (paper 003 §2.2, §4): Δ = θ_ft − θ_base, the curvature
 κ = ΔᵀHΔ/‖Δ‖² of the pretraining loss at the base (H by a Hessian-vector product: two backward passes, no Hessian),
-and the quadratic prediction of the loss change, ∇L·Δ + ½ΔᵀHΔ, beside the change observed.
+and two predictions of the loss change beside the change observed: the paper's Eq. 6, ½ΔᵀHΔ (which assumes the base
+sits at a minimum, ∇L = 0), and the second-order Taylor expansion ∇L·Δ + ½ΔᵀHΔ (which does not).
 
-    python launch.py method=ft eval.sharpness=true         # sharp/direction/{curvature,predicted,observed,norm}
+    python launch.py method=ft eval.sharpness=true
+    # sharp/direction/{curvature,predicted_eq6,predicted_taylor,observed,norm}
 
 Memory: the base, the tuned weights and a second-order graph of the loss (≈ 3–4× a training step's activations);
 meant for the toy and small models.
@@ -40,6 +42,7 @@ def directional(base_model, tuned: dict[str, torch.Tensor], loss_of: Callable[[t
         for (_, p), s in zip(params, saved):
             p.copy_(s)
     return {"sharp/direction/curvature": dhd / norm2 if norm2 > 0 else 0.0,
-            "sharp/direction/predicted": float(g_dot_d.detach()) + 0.5 * dhd,
+            "sharp/direction/predicted_eq6": 0.5 * dhd,  # paper 003 Eq. 6: the rise is ½ΔᵀHΔ (no gradient term)
+            "sharp/direction/predicted_taylor": float(g_dot_d.detach()) + 0.5 * dhd,  # with the first-order term
             "sharp/direction/observed": after - before,
             "sharp/direction/norm": norm2 ** 0.5}

@@ -91,8 +91,8 @@ class Adapter(Part):
 
 class TrainHook(Part):
     """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose,
-    ``training_step`` wraps one micro-batch's forward and backward (e.g. a second pass at perturbed weights), ``log``
-    adds to the logged values. All run in every training process (parts are pickled to DeepSpeed's workers)."""
+    ``training_step`` wraps one micro-batch's forward and backward (e.g. a second pass at perturbed weights),
+    ``gradient`` adds to the step's complete gradient once, ``log`` adds to the logged values. All run in every training process (parts are pickled to DeepSpeed's workers)."""
 
     hf_optim: ClassVar[str | None] = None  # an optimizer part: the HF Trainer's ``optim`` name
 
@@ -102,6 +102,11 @@ class TrainHook(Part):
     def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
         """``step(model, inputs, num_items_in_batch)`` is the step without this hook; returns the detached loss."""
         return step(model, inputs, num_items_in_batch)
+
+    def gradient(self, trainer, model) -> None:
+        """Add to the step's gradient once per optimizer step, when it is complete — after every micro-batch and
+        every pass over them (SAM's second one included) — and before clipping: the gradient of a term of the loss
+        that does not depend on the batch (EWC's penalty)."""
 
     def log(self, trainer, logs: dict) -> None:
         pass

@@ -4,13 +4,19 @@ diagonal Fisher of the base model on its pretraining distribution and θ* the ba
     python launch.py method=ewc method.ewc_lambda=1e4                   # paper grid 1e3–1e5, 1e4 best
     python launch.py -m method=ewc method.ewc_lambda=1e3,1e4,1e5
 
-F is a cached stage of its own (``fisher``): the mean over ``fisher_batches`` batches (paper: 100) of the squared
-gradient of the batch's mean token loss — the empirical Fisher at batch level, as common EWC code computes it —
-on the toy world's pretraining corpus, or, for any other model, on the base's own context-free samples (the data
-CFS trains on: no pretraining data needed). Its artifact holds F and θ*, so a resumed run keeps the base as its
-anchor. The penalty's gradient 2λF⊙(θ − θ*) is added to the step's accumulated gradient before clipping, as a term
-of the loss would be; the logged ``ewc`` is the penalty. Full fine-tuning in one process (refused with LoRA, whose
-trained weights are not the base's, and under DeepSpeed, whose gradients are partitioned).
+F is a cached stage of its own (``fisher``): the empirical Fisher **per sequence**, Fᵢ = (1/N) Σₙ (∂ℓₙ/∂θᵢ)², ℓₙ
+the mean token loss of sequence n, over N = ``fisher_batches`` × ``trainer.batch_size`` sequences (paper 003: 100
+batches of 64) drawn without replacement from the toy world's pretraining corpus or, for any other model, from
+the base's own context-free samples (the data CFS trains on: no pretraining data needed). This is Kirkpatrick et
+al.'s definition (an expectation of squared per-example gradients) and does not depend on how the N sequences are
+batched; the common batch-level shortcut, the squared gradient of a batch's mean loss, estimates μ² + σ²/B — it
+shrinks with the batch size B, so λ would mean something else at every B. Paper 003 does not state which it used
+(App. E.1.5: "Fisher Samples 100 batches", batch 64, ~6.5M calibration tokens). Cost: one backward pass per
+sequence. The artifact holds F and θ*, so a resumed run keeps the base as its anchor. The penalty's gradient
+2λF⊙(θ − θ*) is added once per optimizer step to the step's complete gradient (after SAM's second pass, if any;
+``TrainHook.gradient``), before clipping, as a term of the loss would be; the logged ``ewc`` is the penalty. Full
+fine-tuning in one process (refused with LoRA, whose trained weights are not the base's, and under DeepSpeed, whose
+gradients are partitioned).
 
     pytest tests/train/test_ewc.py
 """
@@ -39,7 +45,7 @@ def fisher_spec(ctx, batches: int) -> dict:
     data = {"corpus": ctx.world} if ctx.world is not None and c.model.source == "toy" else \
         {"samples": _samples_part().source_spec(ctx)}
     return {"base": ctx.base, "data": data, "batches": batches, "batch_size": c.trainer.batch_size,
-            "max_seq_len": c.trainer.max_seq_len, "seed": c.seed}
+            "max_seq_len": c.trainer.max_seq_len, "seed": c.seed, "estimator": "per_sequence"}
 
 
 def _samples_part():
@@ -48,26 +54,31 @@ def _samples_part():
     return ContextFree()
 
 
-def estimate_fisher(model, rows: list[dict], pad_token_id: int, batches: int, batch_size: int, seed: int) -> dict:
-    """name → mean over ``batches`` random batches of (∂ mean-token-loss / ∂θ)², fp32."""
+def estimate_fisher(model, rows: list[dict], pad_token_id: int) -> dict:
+    """name → (1/N) Σₙ (∂ℓₙ/∂θ)² over the N encoded ``rows``, ℓₙ a row's mean token loss, fp32: each row is a
+    backward pass of its own (a per-example gradient), so no batch size enters the estimate."""
     from forgetting.data.encode import Collator
 
     model.train()
-    gen = torch.Generator().manual_seed(seed)
     collate = Collator(pad_token_id)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    for _ in range(batches):
-        idx = torch.randint(len(rows), (batch_size,), generator=gen).tolist()
-        batch = collate([rows[i] for i in idx])
+    for row in rows:
+        batch = collate([row])
         model.zero_grad(set_to_none=True)
         loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
         loss.backward()
         for n, p in params.items():
             if p.grad is not None:
-                fisher[n].add_(p.grad.detach().float().pow(2), alpha=1.0 / batches)
+                fisher[n].add_(p.grad.detach().float().pow(2), alpha=1.0 / len(rows))
     model.zero_grad(set_to_none=True)
     return fisher
+
+
+def fisher_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
+    """``n`` rows drawn without replacement (all of them, in a seeded order, when there are fewer)."""
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [rows[i] for i in order[:n]]
 
 
 def fisher_stage(ctx, batches: int):
@@ -88,7 +99,7 @@ def fisher_stage(ctx, batches: int):
                                                                                             "corpus.jsonl")]
         else:
             rows = [encode_ids(r["ids"], c.trainer.max_seq_len) for r in _samples_part().rows(ctx, n)]
-        fisher = estimate_fisher(model, rows, tok.pad_token_id, batches, c.trainer.batch_size, c.seed)
+        fisher = estimate_fisher(model, fisher_rows(rows, n, c.seed), tok.pad_token_id)
         save_file(fisher, str(out / "fisher.safetensors"))
         save_file({k: v.detach().float().contiguous() for k, v in model.named_parameters()},
                   str(out / "anchor.safetensors"))
@@ -127,24 +138,22 @@ class EWC(Regularizer):
         self.fisher_dir = fisher_stage(ctx, self.knobs.fisher_batches).path
 
     def _pairs(self, model):
-        """[(param, F, θ*)] of the trained model, F and θ* loaded once."""
+        """[(param, F, θ*)] of the trained model, F and θ* read once and put on each parameter's device once."""
         if self._tensors is None:
             from safetensors.torch import load_file
 
             f = load_file(str(self.fisher_dir / "fisher.safetensors"))
             a = load_file(str(self.fisher_dir / "anchor.safetensors"))
-            self._tensors = (f, a)
-        f, a = self._tensors
-        return [(p, f[n].to(p.device), a[n].to(p.device)) for n, p in model.named_parameters() if n in f]
+            self._tensors = [(p, f[n].to(p.device), a[n].to(p.device)) for n, p in model.named_parameters() if n in f]
+        return self._tensors
 
-    def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
-        loss = step(model, inputs, num_items_in_batch)
-        if self.knobs.ewc_lambda > 0 and trainer.accelerator.sync_gradients:
-            with torch.no_grad():
-                for p, f, anchor in self._pairs(trainer.model):
-                    if p.grad is not None:
-                        p.grad.add_((2 * self.knobs.ewc_lambda * f * (p.float() - anchor)).to(p.grad.dtype))
-        return loss
+    def gradient(self, trainer, model) -> None:
+        if self.knobs.ewc_lambda <= 0:
+            return
+        with torch.no_grad():
+            for p, f, anchor in self._pairs(trainer.model):
+                if p.grad is not None:
+                    p.grad.add_((2 * self.knobs.ewc_lambda * f * (p.float() - anchor)).to(p.grad.dtype))
 
     def penalty(self, model) -> float:
         with torch.no_grad():

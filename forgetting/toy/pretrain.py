@@ -7,9 +7,9 @@
 A run is a list of segments (:func:`segments`), each a stage of its own: the first from a fresh init
 (``pretrain``), every further one continuing its parent's weights *and AdamW state* (``continue``). Cosine is one
 segment; warmup–stable–decay (paper 003 App. A.2.2) is the stable prefix (warmup, then a constant lr) and the
-decay (linear to 0 over ``decay_ratio`` of the steps), so bases that differ only in their decay — AdamW or SAM
-there — share the stored prefix. SAM (``rho > 0``) runs in every segment, or only in the decay
-(``sam_phase: decay``). The result is an ordinary HF checkpoint (safetensors + tokenizer), plus the optimizer state
+decay (linear over ``decay_ratio`` of the steps, to ``decay_floor`` × lr at its last step: 10%, paper 003 §3.3), so
+bases that differ only in their decay — AdamW or SAM there — share the stored prefix. SAM (``rho > 0``) runs in every
+segment, or only in the decay (``sam_phase: decay``). The result is an ordinary HF checkpoint (safetensors + tokenizer), plus the optimizer state
 (``optimizer.pt``) its continuations start from. ``model.midtrain`` (any base: toy, GGUF, hub) is one more
 ``continue`` segment, on the toy corpus or a local jsonl (paper 003's mid-training of OLMo-2-1B with SAM).
 """
@@ -54,9 +54,20 @@ def segments(p: PretrainConfig, seed: int) -> list[dict]:
                  "warmup_steps": warmup if i == 0 else 0, "rho": p.rho} for i in range(p.steps // n)]
     decay = max(1, round(p.decay_ratio * p.steps))
     stable = p.steps - decay
+    floor = {"min_lr_ratio": p.decay_floor} if p.decay_floor > 0 else {}  # 0: the keys of bases decayed to 0
     return [{**common, "steps": stable, "lr": p.lr, "scheduler": "constant_with_warmup",
              "warmup_steps": round(p.warmup_ratio * p.steps), "rho": p.rho if p.sam_phase == "all" else 0.0},
-            {**common, "steps": decay, "lr": p.lr, "scheduler": "linear", "warmup_steps": 0, "rho": p.rho}]
+            {**common, "steps": decay, "lr": p.lr, "scheduler": "linear", "warmup_steps": 0, "rho": p.rho, **floor}]
+
+
+def schedule(seg: dict) -> tuple[str, dict]:
+    """HF's scheduler name and arguments for a segment: its own ``scheduler``, or, for a linear decay to a floor
+    (``min_lr_ratio``), HF's warmup_stable_decay with no warmup or stable phase whose decay reaches the floor at the
+    segment's last step (HF's decay reaches it one step after its last decay step, hence steps − 1)."""
+    if seg["scheduler"] == "linear" and seg.get("min_lr_ratio"):
+        return "warmup_stable_decay", {"num_stable_steps": 0, "num_decay_steps": max(seg["steps"] - 1, 0),
+                                       "decay_type": "linear", "min_lr_ratio": seg["min_lr_ratio"]}
+    return seg["scheduler"], {}
 
 
 def midtrain_segment(m: MidtrainConfig, seed: int) -> dict:
@@ -113,8 +124,10 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     texts = corpus_texts(spec.get("corpus"), world, seg["seed"])
     rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in texts]
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
+    scheduler, scheduler_kwargs = schedule(seg)
     t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
-                      warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=seg["scheduler"],
+                      warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=scheduler,
+                      scheduler_kwargs=scheduler_kwargs,
                       weight_decay=seg["weight_decay"], adam_beta2=seg.get("adam_beta2", ADAM_BETA2),
                       save_steps=max(50, seg["steps"] // 4), logging_steps=10,
                       bf16=seg["bf16"], gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)

@@ -69,7 +69,11 @@ class WeightedTrainer(Trainer):
         step = super().training_step
         for hook in reversed(self.hooks):  # the first hook is the outermost
             step = partial(hook.training_step, self, step)
-        return step(model, inputs, num_items_in_batch)
+        loss = step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:  # the step's last micro-batch: its gradient is complete (and reduced)
+            for hook in self.hooks:
+                hook.gradient(self, model)
+        return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         for hook in self.hooks:
@@ -125,6 +129,7 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         gradient_accumulation_steps=t.grad_accum,
         warmup_steps=max(0, round(t.warmup_ratio * steps)),
         lr_scheduler_type=t.scheduler,
+        lr_scheduler_kwargs=dict(t.scheduler_kwargs),
         weight_decay=t.weight_decay,
         adam_beta2=t.adam_beta2,
         save_strategy="steps",

@@ -34,7 +34,11 @@ def test_on_a_quadratic_curvature_and_prediction_are_exact():
     d = torch.tensor([0.2, 0.1, -0.3], dtype=torch.float64)
     out = directional(m, {"w": w0 + d}, quad_loss)
     assert out["sharp/direction/curvature"] == pytest.approx(float(d @ A @ d / (d @ d)), rel=1e-12)
-    assert out["sharp/direction/predicted"] == pytest.approx(out["sharp/direction/observed"], rel=1e-10)
+    assert out["sharp/direction/predicted_taylor"] == pytest.approx(out["sharp/direction/observed"], rel=1e-10)
+    # the paper's Eq. 6 leaves out the first-order term: here ∇L·Δ = (Aw + b)·Δ ≠ 0, so it differs by exactly that
+    grad_term = float((A @ w0 + B) @ d)
+    assert out["sharp/direction/predicted_eq6"] == pytest.approx(0.5 * float(d @ A @ d), rel=1e-12)
+    assert out["sharp/direction/predicted_taylor"] - out["sharp/direction/predicted_eq6"] == pytest.approx(grad_term)
     assert torch.equal(m.w.detach(), w0)
 
 

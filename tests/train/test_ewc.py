@@ -14,7 +14,7 @@ from conftest import ROOT, compose
 from safetensors.torch import load_file
 
 from forgetting.config import ConfigError
-from forgetting.parts.ewc import EWC, EwcKnobs, estimate_fisher
+from forgetting.parts.ewc import EWC, EwcKnobs, estimate_fisher, fisher_rows
 
 
 def _tiny():
@@ -32,23 +32,39 @@ def _rows(n=6):
     return [encode_ids(torch.randint(1, 32, (10,), generator=g).tolist(), 10) for _ in range(n)]
 
 
-def test_the_fisher_is_the_mean_squared_batch_gradient():
-    model, rows = _tiny(), _rows()
-    fisher = estimate_fisher(model, rows, 0, batches=3, batch_size=2, seed=5)
-    # by hand: the same three batches, each gradient squared, averaged
+def _batch_level(model, rows, batch_size):
+    """The shortcut this project used before: the mean over batches of the squared gradient of a batch's mean loss."""
     from forgetting.data.encode import Collator
 
-    gen, expected = torch.Generator().manual_seed(5), None
-    for _ in range(3):
-        idx = torch.randint(len(rows), (2,), generator=gen).tolist()
-        b = Collator(0)([rows[i] for i in idx])
+    out = None
+    for start in range(0, len(rows), batch_size):
+        b = Collator(0)(rows[start:start + batch_size])
         model.zero_grad()
         model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss.backward()
-        sq = {n: p.grad.pow(2) / 3 for n, p in model.named_parameters()}
+        sq = {n: p.grad.pow(2) * batch_size / len(rows) for n, p in model.named_parameters()}
+        out = sq if out is None else {n: out[n] + sq[n] for n in sq}
+    return out
+
+
+def test_the_fisher_is_the_mean_squared_per_sequence_gradient_whatever_the_batches():
+    model, rows = _tiny(), _rows(64)
+    fisher = estimate_fisher(model, rows, 0)
+    # by hand: each sequence's gradient squared, averaged
+    expected = None
+    for r in rows:
+        model.zero_grad()
+        ids = torch.tensor([r["input_ids"]])
+        model(input_ids=ids, labels=torch.tensor([r["labels"]])).loss.backward()
+        sq = {n: p.grad.pow(2) / len(rows) for n, p in model.named_parameters()}
         expected = sq if expected is None else {n: expected[n] + sq[n] for n in sq}
     for n in expected:
         assert torch.allclose(fisher[n], expected[n], rtol=1e-5, atol=1e-12), n
-    assert sum(float(f.sum()) for f in fisher.values()) > 0
+    # the rows the stage draws are fixed by N and the seed: 8 batches of 8 and 1 batch of 64 are the same 64 rows
+    assert fisher_rows(_rows(200), 8 * 8, seed=3) == fisher_rows(_rows(200), 1 * 64, seed=3)
+    # the batch-level shortcut shrinks with the batch (E[ḡ²] = μ² + σ²/B): B=8 and B=64 give other Fishers
+    total = lambda f: sum(float(v.sum()) for v in f.values())  # noqa: E731
+    small, large = total(_batch_level(model, rows, 8)), total(_batch_level(model, rows, 64))
+    assert large < 0.5 * small and small < total(fisher)
 
 
 def test_the_penalty_gradient_is_two_lambda_f_times_the_distance(tmp_path):
@@ -66,16 +82,10 @@ def test_the_penalty_gradient_is_two_lambda_f_times_the_distance(tmp_path):
     ewc.fisher_dir = tmp_path
     trainer = SimpleNamespace(model=model, accelerator=SimpleNamespace(sync_gradients=True))
     ids = torch.tensor([[1, 2, 3, 4]])
-
-    def step(m, inputs, n=None):
-        m.zero_grad()
-        loss = m(input_ids=inputs["ids"], labels=inputs["ids"]).loss
-        loss.backward()
-        return loss.detach()
-
-    step(model, {"ids": ids})
+    model.zero_grad()
+    model(input_ids=ids, labels=ids).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
-    ewc.training_step(trainer, step, model, {"ids": ids})
+    ewc.gradient(trainer, model)
     for n, p in model.named_parameters():
         expected = plain[n] + 2 * 3.0 * fisher[n] * (p.detach() - anchor[n])
         assert torch.allclose(p.grad, expected, atol=1e-6), n

@@ -152,9 +152,10 @@ def test_a_wsd_prefix_is_shared_by_bases_that_differ_in_their_decay(micro_store,
     assert len(list((root / "continue").glob("[!.]*"))) == 3
     for b in bases.values():
         assert (b.path / "optimizer.pt").exists()
-    # the decay ended at lr 0, continuing the prefix's AdamW state (its step counts go on from the prefix's)
+    # the decay ended at 10% of the peak (paper 003 §3.3), continuing the prefix's AdamW state (its step counts go on
+    # from the prefix's)
     saved = torch.load(bases["adamw"].path / "optimizer.pt", weights_only=True)
-    assert saved["param_groups"][0]["lr"] == 0.0
+    assert saved["param_groups"][0]["lr"] == pytest.approx(0.1 * 3e-3)
     assert int(next(iter(saved["state"].values()))["step"]) == 20  # 15 prefix steps + 5 decay steps
 
 
@@ -200,3 +201,53 @@ def test_adam_beta2_reaches_the_optimizer_and_keys_only_when_set(tmp_path):
     base = base_stage(c, store, world_stage(c, store))
     saved = torch.load(base.path / "optimizer.pt", weights_only=True)
     assert tuple(saved["param_groups"][0]["betas"]) == (0.9, 0.95)
+
+
+def test_sam_with_ewc_adds_the_penalty_gradient_once_per_step_at_any_accumulation(setup, tmp_path):
+    """SAM replays the step's micro-batches; EWC's gradient 2λF(θ − θ*) joins the complete gradient once per step
+    (TrainHook.gradient), so batch 8 and 4 micro-batches of 2 train the same weights."""
+    from safetensors.torch import save_file
+
+    from forgetting.parts.ewc import EWC, EwcKnobs
+
+    c, base, tok, rows = setup
+    model, _ = load(c, base)
+    save_file({n: torch.ones_like(p) for n, p in model.named_parameters()}, str(tmp_path / "fisher.safetensors"))
+    save_file({n: p.detach().clone() for n, p in model.named_parameters()}, str(tmp_path / "anchor.safetensors"))
+
+    def run(name, batch_size, grad_accum):
+        ewc = EWC(EwcKnobs(ewc_lambda=50.0))
+        ewc.fisher_dir = tmp_path
+        t = TrainerConfig(lr=3e-3, batch_size=batch_size, grad_accum=grad_accum, save_steps=50, logging_steps=1,
+                          warmup_ratio=0.0)
+        train(load(c, base)[0], tok, rows, tmp_path / name / "model", tmp_path / name / "work", t, steps=4, seed=0,
+              hooks=[SAM(SamKnobs(rho=0.05)), ewc])
+        return load_file(str(tmp_path / name / "model" / "model.safetensors"))
+
+    one, four = run("one", 8, 1), run("four", 2, 4)
+    assert _max_diff(one, four) < 1e-5
+    _, sam_only = _train(setup, tmp_path / "sam", rho=0.05)
+    assert _max_diff(one, sam_only) > 100 * _max_diff(one, four)  # and the penalty did act
+
+
+def test_wsd_decays_linearly_to_a_tenth_of_the_peak_at_its_last_step():
+    """Paper 003 §3.3: after the stable phase the lr decays to 10% of its peak over the final d steps."""
+    from transformers import get_scheduler
+
+    from forgetting.toy.pretrain import schedule, segments
+
+    p = compose("pretrain=wsd", "model.pretrain.steps=200", "model.pretrain.lr=2e-3").model.pretrain
+    stable, decay = segments(p, seed=0)
+    assert decay["steps"] == 20 and stable["steps"] == 180
+    name, kwargs = schedule(decay)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=decay["lr"])
+    sched = get_scheduler(name, opt, num_warmup_steps=0, num_training_steps=decay["steps"], scheduler_specific_kwargs=kwargs)
+    lrs = []
+    for _ in range(decay["steps"]):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(0.1 * 2e-3)
+    steps = [a - b for a, b in zip(lrs, lrs[1:])]
+    assert max(steps) == pytest.approx(min(steps))  # linear
+    assert schedule(stable) == ("constant_with_warmup", {})
