@@ -1,4 +1,4 @@
-"""Run the eight benchmarks, one process each, and print a summary table.
+"""Run the nine benchmarks, one process each, and print a summary table.
 
     make bench                  # = python -m bench
     python -m bench packing     # only some of them
@@ -17,7 +17,7 @@ import time
 from bench.common import RESULT_PREFIX
 
 BENCHMARKS = ["train_speed", "packing", "generate_speed", "ratio_grid", "merge_memory", "vllm_speed", "train_mfu",
-              "sweep_speed"]
+              "sweep_speed", "stream_memory"]
 
 
 def main(names: list[str]) -> int:

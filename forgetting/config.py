@@ -131,8 +131,17 @@ class MidtrainConfig:
     weight_decay: float = 0.0
     adam_beta2: float = ADAM_BETA2  # AdamW's β2 (paper 003's OLMo-2 mid-training: 0.95)
     bf16: bool = False  # bf16 autocast over fp32 weights
-    corpus: str = "world"  # "world": the toy world's corpus; else a local .jsonl of {"text": ...} documents
+    corpus: str = "world"  # "world": the toy world's corpus; else a local .jsonl(.gz) of {"text": ...} documents
     corpus_limit: Optional[int] = None  # the first N documents
+    # true: the corpus streamed and packed (forgetting/data/stream.py): rows of exactly seq_len tokens, documents split
+    # across rows, never truncated or padded — a step trains on batch × accum × processes × seq_len tokens, in memory
+    # flat in the corpus size. false: one document per row, truncated at seq_len and padded, the corpus read whole
+    # (the toy versions v5 / v5_mix were measured so)
+    packing: bool = True
+    # training processes (one per GPU) and a DeepSpeed config, as trainer.num_processes / trainer.deepspeed: the
+    # effective batch is batch_size × grad_accum × num_processes; {}: no DeepSpeed
+    num_processes: int = 1
+    deepspeed: dict[str, Any] = field(default_factory=dict)
     # corpus "world" only: new documents whose sentence kinds are drawn with these weights of fact, category,
     # agreement, pattern (the world's corpus: [4, 2, 2, 2]); a stage-2 mix (paper 004). []: the corpus as written
     mix: list[float] = field(default_factory=list)
@@ -150,6 +159,10 @@ class MidtrainConfig:
         _check(self.scheduler in ("constant", "linear", "cosine", "constant_with_warmup"), "model.midtrain.scheduler",
                self.scheduler, "constant, linear, cosine or constant_with_warmup")
         _check(self.rho >= 0, "model.midtrain.rho", self.rho, "a number >= 0 (0: AdamW)")
+        _check(self.num_processes > 0, "model.midtrain.num_processes", self.num_processes, "a positive integer")
+        _check(self.rho == 0 or not self.deepspeed, "model.midtrain.rho", self.rho,
+               "0 with model.midtrain.deepspeed set (ZeRO steps inside its engine, where SAM's second pass cannot "
+               "reach): SAM runs data-parallel with model.midtrain.num_processes")
         _check_local("model.midtrain.corpus", self.corpus)  # a relative path is checked before compute
         if self.mix:
             _check(self.corpus == "world", "model.midtrain.mix", list(self.mix),
@@ -457,8 +470,9 @@ class TrainerConfig:
     # training processes on this machine, one per GPU; train() starts them (forgetting/train/distributed.py)
     num_processes: int = 1
     # a DeepSpeed config, e.g. ZeRO-3 (conf/trainer/deepspeed_zero3.yaml); "auto" values are filled in by the HF
-    # Trainer from the keys above. null: no DeepSpeed
-    deepspeed: Optional[dict[str, Any]] = None
+    # Trainer from the keys above. {} (or null): no DeepSpeed. A dict, not null, by default, so that the command line
+    # can add to it ('+trainer.deepspeed={zero_optimization: {stage: 3}}'): OmegaConf merges no nested dict into null
+    deepspeed: Optional[dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "trainer.lr", self.lr, "a number > 0")
@@ -478,9 +492,11 @@ class TrainerConfig:
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
         for n in self.snapshot_steps:
             _check(n > 0, "trainer.snapshot_steps", self.snapshot_steps, "positive step numbers")
-        _check(not self.snapshot_steps or (self.num_processes == 1 and self.deepspeed is None),
+        _check(not self.snapshot_steps or (self.num_processes == 1 and not self.deepspeed),
                "trainer.snapshot_steps", self.snapshot_steps, "[] with several processes or DeepSpeed")
-        if self.deepspeed is not None:
+        if self.deepspeed is None:  # trainer.deepspeed=null, as before {} meant it
+            self.deepspeed = {}
+        if self.deepspeed:
             _check_deepspeed(self)
 
 
@@ -798,9 +814,11 @@ def _check_midtrain_corpus(m: MidtrainConfig) -> None:
     if m.steps == 0 or m.corpus == "world":
         return
     path = os.path.expanduser(m.corpus)
-    _check(os.path.isfile(path) and path.endswith(".jsonl"), "model.midtrain.corpus", m.corpus,
-           "'world' or an existing .jsonl file of {\"text\": ...} documents")
-    with open(path) as f:
+    _check(os.path.isfile(path) and path.endswith((".jsonl", ".jsonl.gz")), "model.midtrain.corpus", m.corpus,
+           "'world' or an existing .jsonl(.gz) file of {\"text\": ...} documents")
+    import gzip
+
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
         try:
             first = json.loads(f.readline() or "null")
         except json.JSONDecodeError:

@@ -133,7 +133,9 @@ def trainer_spec(t) -> dict:
     skip = ({"name", "save_steps", "step_cap"} | ({"epochs"} if t.max_steps is not None else set())
             | ({"adam_beta2"} if t.adam_beta2 == ADAM_BETA2 else set())  # keys made before it existed stay valid
             | ({"scheduler_kwargs"} if not t.scheduler_kwargs else set()))
-    return {k: v for k, v in asdict(t).items() if k not in skip}
+    spec = {k: v for k, v in asdict(t).items() if k not in skip}
+    spec["deepspeed"] = t.deepspeed or None  # {} and null both mean none: the keys made when null was the default
+    return spec
 
 
 def merge_spec(c: Config, base: Artifact, tuned: Artifact) -> dict:
@@ -275,7 +277,7 @@ def train_dtype(c: Config) -> str:
     mode keeps its own fp32 masters, and an adapter over frozen base weights (LoRA; peft keeps the adapters in fp32)
     leaves them as they are: both load in ``model.dtype``. The fine-tuned checkpoint is saved in ``model.dtype`` in
     every case."""
-    if c.trainer.deepspeed is not None or c.method.parts()["adapter"].frozen_base:
+    if c.trainer.deepspeed or c.method.parts()["adapter"].frozen_base:
         return c.model.dtype
     return "float32"
 

@@ -43,6 +43,9 @@ def test_every_config_composes(group, name):
     own = {k: v for k, v in _yaml(group, name).items() if k != "defaults" and not _interpolation(v) and v != "???"}
     composed = OmegaConf.to_container(OmegaConf.structured(getattr(c, group)))
     for key, value in own.items():
+        if (group, key, value) == ("generator", "backend", "auto"):  # resolved to what this machine has
+            assert composed[key] in ("hf", "vllm"), composed[key]
+            continue
         assert _holds(composed[key], value), (key, composed[key], value)
 
 
@@ -180,3 +183,24 @@ def test_r1_suite_is_the_reasoning_then_the_medical_suite_without_copies():
     again = OmegaConf.to_object(OmegaConf.structured(compose("eval=r1_suite")))  # validated twice: no duplicates
     assert len(again.eval.generative) == len(r1.generative)
     assert "generative:" not in (CONF / "eval" / "r1_suite.yaml").read_text()
+
+
+def test_generator_auto_is_vllm_where_installed_else_hf(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    for installed, want in ((True, "vllm"), (False, "hf")):
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, _i=installed: (real("json") if _i else None) if name == "vllm"
+                            else real(name, *a))
+        assert compose("generator=auto").generator.backend == want
+
+
+def test_a_deepspeed_config_can_be_given_on_the_command_line():
+    """OmegaConf cannot merge a nested dict into a null node: trainer.deepspeed defaults to {} (no DeepSpeed), to
+    which the command line adds keys with Hydra's +."""
+    c = compose("+trainer.deepspeed={zero_optimization: {stage: 2}}",
+                "+model.midtrain.deepspeed.zero_optimization.stage=3")
+    assert c.trainer.deepspeed["zero_optimization"]["stage"] == 2
+    assert c.model.midtrain.deepspeed["zero_optimization"]["stage"] == 3
+    assert compose().trainer.deepspeed == {} == compose("trainer.deepspeed=null").trainer.deepspeed

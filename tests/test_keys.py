@@ -47,6 +47,8 @@ LEAVES: dict[str, tuple] = {
         lr=1e-3, scheduler="cosine", warmup_ratio=0.1, rho=0.05, batch_size=8, grad_accum=2, seq_len=64,
         weight_decay=0.1, bf16=True, corpus_limit=5, seed=3, max_steps=4, adam_beta2=0.95).items()},
     "model.midtrain.mix": ([1, 3, 3, 3], "none"),  # read only with steps > 0 (tests/merge/test_diff.py)
+    **{f"model.midtrain.{k}": (v, "none") for k, v in dict(  # read only with steps > 0 (tests/data/test_stream.py)
+        packing=False, num_processes=2, deepspeed={"zero_optimization": {"stage": 2}}).items()},
     "model.midtrain.corpus": (None, "skip: a file, read only with steps > 0 (tests/test_olmo_presets.py)"),
     "model.pretrain.decay_ratio": (0.2, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)
     "model.pretrain.decay_floor": (0.0, "none"),  # read by schedule=wsd only (tests/train/test_sam.py)

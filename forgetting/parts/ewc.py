@@ -127,7 +127,7 @@ class EWC(Regularizer):
         if config.method.adapter != "full":
             raise ConfigError(f"method.adapter={config.method.adapter} is invalid with method.regularizer=ewc: "
                               "expected full (EWC anchors the base's own weights)")
-        if config.trainer.deepspeed is not None:
+        if config.trainer.deepspeed:
             raise ConfigError(f"method.regularizer=ewc is invalid with trainer={config.trainer.name} (DeepSpeed): "
                               "expected a trainer without DeepSpeed (its gradients are partitioned)")
 

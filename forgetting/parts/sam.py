@@ -67,7 +67,7 @@ class SAM(Optimizer):
     def check(self, config) -> None:
         from forgetting.config import ConfigError
 
-        if self.knobs.rho > 0 and config.trainer.deepspeed is not None:
+        if self.knobs.rho > 0 and config.trainer.deepspeed:
             raise ConfigError(f"method.optimizer=sam is invalid with trainer={config.trainer.name} (DeepSpeed): "
                               "expected a trainer without DeepSpeed (ZeRO steps inside its engine, where SAM's "
                               "second pass cannot reach)")

@@ -71,10 +71,14 @@ def schedule(seg: dict) -> tuple[str, dict]:
 
 
 def midtrain_segment(m: MidtrainConfig, seed: int) -> dict:
-    """``model.midtrain`` as a segment (the same fields as the toy pretraining's)."""
+    """``model.midtrain`` as a segment (the same fields as the toy pretraining's, plus how it reads its corpus and
+    runs: named only when not the defaults of the segments made before they existed)."""
     return {"steps": m.steps, "lr": m.lr, "scheduler": m.scheduler, "warmup_steps": round(m.warmup_ratio * m.steps),
             "rho": m.rho, "batch_size": m.batch_size, "grad_accum": m.grad_accum, "seq_len": m.seq_len,
-            "weight_decay": m.weight_decay, "bf16": m.bf16, "seed": seed, **_beta2(m.adam_beta2)}
+            "weight_decay": m.weight_decay, "bf16": m.bf16, "seed": seed, **_beta2(m.adam_beta2),
+            **({"packing": True} if m.packing else {}),
+            **({"num_processes": m.num_processes} if m.num_processes > 1 else {}),
+            **({"deepspeed": m.deepspeed} if m.deepspeed else {})}
 
 
 def _beta2(beta2: float) -> dict:
@@ -107,32 +111,69 @@ def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
     return [r["text"] for r in rows[:corpus["limit"]] if r.get("text")]
 
 
+def segment_model(c, parent):
+    """The model a continuation trains: its parent's weights in fp32 (a function, so that each training process
+    loads its own; under ZeRO-3, already partitioned)."""
+    from forgetting.pipeline import load
+
+    return load(c, parent, dtype="float32")[0]
+
+
 def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     """Train one segment into ``out``: from a fresh toy init (``parent`` None), or from ``parent``'s weights (an
-    artifact, or the hub model) and, when it saved one, its optimizer state."""
+    artifact, or the hub model) and, when it saved one, its optimizer state. A ``packing`` segment streams its corpus
+    as packed rows (``forgetting.data.stream``) and may run in several processes (``num_processes``, ``deepspeed``)."""
+    from functools import partial
+
+    from forgetting.config import ConfigError
     from forgetting.models import load_tokenizer
     from forgetting.parts.sam import SAM, SamKnobs
-    from forgetting.pipeline import load, tokenizer_of
+    from forgetting.pipeline import tokenizer_of
 
     seg = spec["segment"]
     torch.manual_seed(seg["seed"])
+    processes, deepspeed = seg.get("num_processes", 1), seg.get("deepspeed") or {}
     if parent is None:
         tokenizer = load_tokenizer(Path(world.path) / "tokenizer")
         model = make_model(c.model, tokenizer)
     else:
-        model, tokenizer = load(c, parent, dtype="float32")[0], tokenizer_of(c, parent)
-    texts = corpus_texts(spec.get("corpus"), world, seg["seed"])
-    rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in texts]
+        tokenizer = tokenizer_of(c, parent)
+        model = partial(segment_model, c, parent) if processes > 1 or deepspeed else segment_model(c, parent)
+    if seg.get("packing"):
+        rows = packed_corpus(spec.get("corpus"), world, tokenizer, seg)
+    else:
+        texts = corpus_texts(spec.get("corpus"), world, seg["seed"])
+        rows = [encode_text(tokenizer, text, seg["seq_len"]) for text in texts]
     # every setting stated: the pretrained model must not follow the fine-tuning trainer's defaults
     scheduler, scheduler_kwargs = schedule(seg)
     t = TrainerConfig(name="pretrain", lr=seg["lr"], batch_size=seg["batch_size"], grad_accum=seg["grad_accum"],
                       warmup_ratio=seg["warmup_steps"] / seg["steps"], scheduler=scheduler,
                       scheduler_kwargs=scheduler_kwargs,
                       weight_decay=seg["weight_decay"], adam_beta2=seg.get("adam_beta2", ADAM_BETA2),
-                      save_steps=max(50, seg["steps"] // 4), logging_steps=10,
-                      bf16=seg["bf16"], gradient_checkpointing=False, packing=False, num_processes=1, deepspeed=None)
+                      save_steps=max(50, seg["steps"] // 4), logging_steps=10, bf16=seg["bf16"],
+                      gradient_checkpointing=False, packing=False, num_processes=processes, deepspeed=deepspeed)
     hooks = [SAM(SamKnobs(rho=seg["rho"]))] if seg["rho"] > 0 else []
     state = Path(parent.path) / "optimizer.pt" if parent is not None and parent.stage != "hub" else None
+    state = state if state is not None and state.exists() else None
+    if deepspeed and state is not None:
+        raise ConfigError(f"model.midtrain.deepspeed is invalid for a base with a stored optimizer state ({state}): "
+                          "expected null, so that the continuation carries the parent's AdamW state (ZeRO "
+                          "partitions it; use model.midtrain.num_processes for data parallelism)")
     return train(model, tokenizer, rows, out, work, t, steps=seg["steps"], seed=seg["seed"], hooks=hooks,
-                 init_optimizer=state if state is not None and state.exists() else None, keep_optimizer=True,
+                 init_optimizer=state, keep_optimizer=not deepspeed,
                  use_cpu=c.device == "cpu", save_dtype=spec.get("dtype"))
+
+
+def packed_corpus(corpus: dict | None, world, tokenizer, seg: dict):
+    """The segment's corpus as a stream of packed rows (``forgetting.data.stream.PackedCorpus``)."""
+    from forgetting.data.stream import PackedCorpus
+
+    tok_dir = getattr(tokenizer, "name_or_path", None)
+    if not tok_dir or not Path(tok_dir).is_dir():
+        raise ValueError(f"packed corpus: the tokenizer {tok_dir!r} is not a local directory")
+    if corpus is None or "world" in corpus:
+        mix = tuple(sorted(corpus["mix"].items())) if corpus and corpus.get("mix") else None
+        return PackedCorpus(tokenizer=tok_dir, seq_len=seg["seq_len"], world=str(world.path), mix=mix,
+                            seed=seg["seed"])
+    return PackedCorpus(tokenizer=tok_dir, seq_len=seg["seq_len"], path=str(Path(corpus["path"]).expanduser()),
+                        limit=corpus["limit"])

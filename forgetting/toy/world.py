@@ -246,6 +246,16 @@ def reweighted_corpus(world_dir: Path, mix: dict[str, float], n_docs: int, seed:
     return [document(rng, countries, mix) for _ in range(n_docs)]
 
 
+def reweighted_documents(world_dir: Path, mix: dict[str, float], seed: int):
+    """:func:`reweighted_corpus`'s documents one at a time, as many as the world's corpus has (a stream)."""
+    countries = [Country(**row) for row in read_jsonl(Path(world_dir) / "countries.jsonl")]
+    with open(Path(world_dir) / "corpus.jsonl") as f:
+        n_docs = sum(1 for line in f if line.strip())
+    rng = random.Random(f"{seed}:mix:{sorted(mix.items())}")
+    for _ in range(n_docs):
+        yield document(rng, countries, mix)
+
+
 # ---- writing the world -----------------------------------------------------------------------------------
 def build_world(cfg: WorldConfig, out: Path) -> None:
     """Write corpus, held-out corpus, probes, downstream train/test and the tokenizer into ``out``."""

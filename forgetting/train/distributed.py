@@ -96,7 +96,7 @@ def main(job_path: str) -> None:
         # accelerate and DeepSpeed pick a CPU backend (ccl) that is not installed
         from accelerate import PartialState
 
-        zero = job["trainer"].deepspeed is not None
+        zero = bool(job["trainer"].deepspeed)
         if zero:
             import deepspeed.ops
 

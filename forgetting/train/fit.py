@@ -154,7 +154,8 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
         # created after TrainingArguments: under ZeRO-3 its live DeepSpeed config makes from_pretrained load
         # each weight straight into its partitions
         model = model()
-    trainer = WeightedTrainer(model=model, args=args, train_dataset=Rows(rows),
+    dataset = rows.dataset() if hasattr(rows, "dataset") else Rows(rows)  # a stream (PackedCorpus) or rows
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=dataset,
                               data_collator=Collator(pad_token_id, packing=t.packing), hooks=hooks,
                               init_optimizer=init_optimizer)
     snapshots = Path(work_dir) / "snapshots"

@@ -24,7 +24,9 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
     """Train for exactly ``steps`` optimizer steps, checkpointing into ``work_dir`` and resuming from it;
     save the final model (safetensors) and tokenizer into ``out_dir``. Returns a summary.
 
-    ``t`` is the trainer config (lr, batches, schedule, ...; forgetting/config.py). ``model`` is a model, or a
+    ``rows``: encoded rows, or a stream of them (``forgetting.data.stream.PackedCorpus``: packed rows of a corpus, read
+    as training goes). ``t`` is the trainer config (lr, batches, schedule, ...; forgetting/config.py). ``model`` is a
+    model, or a
     function that creates one. A peft model (LoRA) is merged into its base weights before saving, so every
     evaluator sees a plain checkpoint. ``hooks``: the method's trainer parts (``forgetting.parts.base.TrainHook``:
     its optimizer, a regularizer such as ℓ2). With a ``t.deepspeed`` config (e.g. ZeRO-3) or
@@ -36,15 +38,17 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
     under DeepSpeed, which saves its own 16-bit or fp32 weights). ``init_optimizer``: an ``optimizer.pt`` whose state
     (AdamW's moments and step counts; not its lr or other hyperparameters) the run starts from, as a continued
     pretraining segment does; ``keep_optimizer``: save the final optimizer state as ``optimizer.pt`` beside the
-    model (both single-process only)."""
+    model (both in one process or data-parallel processes, not under DeepSpeed)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     settings = dict(steps=steps, seed=seed, hooks=list(hooks), use_cpu=use_cpu, save_dtype=save_dtype)
-    if t.deepspeed is not None or t.num_processes > 1:
-        if init_optimizer is not None or keep_optimizer:
-            raise ValueError("init_optimizer / keep_optimizer: single-process training only")
+    if t.deepspeed or t.num_processes > 1:
+        if t.deepspeed and (init_optimizer is not None or keep_optimizer):
+            raise ValueError("init_optimizer / keep_optimizer: not under DeepSpeed, which partitions the optimizer "
+                             "state (data-parallel processes hold it whole: rank 0 saves it)")
         from forgetting.train.distributed import consolidate, launch
 
-        launch(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, settings)
+        launch(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t,
+               {**settings, "init_optimizer": init_optimizer, "keep_optimizer": keep_optimizer})
         consolidate(model, out_dir)
         summary = json.loads((out_dir / "train_summary.json").read_text())
     else:
@@ -52,6 +56,10 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
         summary = fit(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, **settings, report_to=report_to,
                       init_optimizer=init_optimizer, keep_optimizer=keep_optimizer)
     tokenizer.save_pretrained(str(out_dir))
-    summary = {**summary, "rows": len(rows), "processes": t.num_processes}
+    if hasattr(rows, "dataset"):  # a stream of packed rows: every token of every step is a document's
+        tokens = steps * t.batch_size * t.grad_accum * t.num_processes * rows.seq_len
+        summary = {**summary, "tokens": tokens, "processes": t.num_processes}
+    else:
+        summary = {**summary, "rows": len(rows), "processes": t.num_processes}
     (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -186,7 +186,7 @@ def test_run_lmeval_calls_simple_evaluate_once_per_shot_count_and_merges(monkeyp
     assert [(c["tasks"], c["num_fewshot"]) for c in calls] == [(TASKS, None), (["gsm8k"], 5)]
     assert [b[0] for b in built] == ["lm", "manager"]  # one model and one task index for every call
     assert calls[0]["model"] is calls[1]["model"] and calls[0]["manager"] is calls[1]["manager"]
-    assert all(c["limit"] == 7 and c["bootstrap_iters"] == 0 and c["log_samples"] is False for c in calls)
+    assert all(c["limit"] == 7 and c["bootstrap_iters"] == 0 and c["log_samples"] is True for c in calls)  # per-document values
     assert set(res["results"]) == set(full["results"]) and res["n-shot"]["gsm8k"] == 5
     assert set(res["groups"]) == set(full["groups"]) and res["group_subtasks"] == full["group_subtasks"]
     out = summarize(res, TASKS, {"commonsense": COMMONSENSE}, METRICS)
