@@ -73,7 +73,8 @@ class LmEval(Evaluator):
         return spec
 
     def run(self, ev):
-        from forgetting.evaluate.lmeval import columns, extract, extract_keys, per_doc, run_lmeval, write_toy_tasks
+        from forgetting.evaluate.lmeval import (columns, extract, extract_keys, metric_key, per_doc, run_lmeval,
+                                                write_toy_tasks)
 
         c, e = ev.c, ev.c.eval
         include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
@@ -89,7 +90,7 @@ class LmEval(Evaluator):
         metrics.update(extract(raw, e.downstream, "down", e.metrics))
         for group, tasks in (("pre", e.tasks), ("down", e.downstream)):
             for task, name in zip(tasks, extract_keys(tasks, group, e.metrics)):
-                rec = per_doc(raw, task, e.metrics.get(task, "acc,none"))
+                rec = per_doc(raw, task, metric_key(e.metrics, task))
                 if rec is not None:
                     ev.examples[name] = rec
         (ev.out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))

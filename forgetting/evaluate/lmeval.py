@@ -163,14 +163,22 @@ def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = 
     return merged
 
 
+DEFAULT_METRIC = "acc,none"  # a multiple-choice task's accuracy, lm-eval's key for it
+
+
+def metric_key(metrics: dict[str, str], task: str) -> str:
+    """The lm-eval ``metric,filter`` key reported for ``task``: ``eval.metrics``'s, else :data:`DEFAULT_METRIC`."""
+    return metrics.get(task, DEFAULT_METRIC)
+
+
 def task_short_name(task: str) -> str:
     return task[len("toy_"):] if task.startswith("toy_") else task
 
 
 def extract(results: dict, tasks: list[str], group: str, metrics: dict[str, str]) -> dict[str, float]:
     """``{group/task/metric: value}`` from lm-eval results; ``metrics`` maps a task to its ``metric,filter``
-    key (default ``acc,none``). A task that lm-eval did not report is an error, not a silent zero."""
-    return {name: _value(results, task, metrics.get(task, "acc,none"))
+    key (:func:`metric_key`). A task that lm-eval did not report is an error, not a silent zero."""
+    return {name: _value(results, task, metric_key(metrics, task))
             for task, name in zip(tasks, extract_keys(tasks, group, metrics))}
 
 
@@ -207,7 +215,7 @@ def columns(results: dict, tasks: list[str], groups: dict[str, list[str]], metri
     for name, members in groups.items():
         if not members:
             raise ValueError(f"eval.groups.{name} has no member tasks")
-        keys = [metrics.get(t, "acc,none") for t in members]
+        keys = [metric_key(metrics, t) for t in members]
         names = {k.split(",")[0] for k in keys}
         key = f"{group_prefix}/{name}/{names.pop() if len(names) == 1 else 'mean'}"
         out[key] = sum(_value(results, t, k) for t, k in zip(members, keys)) / len(members)
@@ -216,7 +224,7 @@ def columns(results: dict, tasks: list[str], groups: dict[str, list[str]], metri
 
 
 def extract_keys(tasks: list[str], group: str, metrics: dict[str, str]) -> list[str]:
-    return [f"{group}/{task_short_name(t)}/{metrics.get(t, 'acc,none').split(',')[0]}" for t in tasks]
+    return [f"{group}/{task_short_name(t)}/{metric_key(metrics, t).split(',')[0]}" for t in tasks]
 
 
 def per_doc(results: dict, task: str, key: str) -> dict | None:
