@@ -93,7 +93,7 @@ def _functions() -> dict:
     return {"metric_key": metric_key,  # the lm-eval metric,filter key a task reports (eval.metrics, else acc,none)
             "metric_keys": lambda metrics, tasks: [metric_key(metrics, t) for t in tasks],
             # the DeepSpeed ZeRO stage of a trainer.deepspeed config (null: no DeepSpeed)
-            "zero_stage": lambda ds: None if ds is None else (ds.get("zero_optimization") or {}).get("stage", 0)}
+            "zero_stage": lambda ds: None if not ds else (ds.get("zero_optimization") or {}).get("stage", 0)}
 
 
 # -- reading a card --------------------------------------------------------------------------------------------------
