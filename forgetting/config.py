@@ -589,8 +589,9 @@ class EvalConfig:
     # the start tokens of those samples (entries as method.starts'); null: the run's context-free starts,
     # method.starts (the BOS alone by default), so that CFS and its KL cover the same distribution
     base_samples_starts: Optional[list[StartToken]] = None
-    # the toy downstream task's answer-token loss on its test rows → down/<task>/loss: paper 003's learning metric,
-    # the x axis of the learning–forgetting frontier (a dataset's own test split reports it already)
+    # the answer-token loss on held-out rows of the fine-tuning task: paper 003's learning metric, the x axis of the
+    # learning–forgetting frontier. The toy task's test rows → down/<task>/loss; a dataset's validation rows
+    # (dataset.validation_*) → down/<name>/val_loss (a dataset's test split reports down/<name>/loss already)
     downstream_loss: bool = False
     # robustness to weight perturbation (paper 003 §3.4; forgetting/evaluate/robust.py): the rise of the held-out
     # loss under Gaussian noise W + γ‖W‖_F·Z/‖Z‖_F per weight matrix, for each γ (paper: 0.009–0.025), averaged over
