@@ -123,7 +123,7 @@ def loss_matched(per_base: dict[str, dict], reference: Optional[str] = None, hig
 
 
 def _name(y: str) -> str:
-    return "Avg." if y == AVG else f"{y.split('/')[1]} loss"
+    return "Avg." if y == AVG else "held-out loss" if y == Y else f"{y.split('/')[1]} loss"
 
 
 def to_markdown(x: str, table: dict, y: str = Y) -> str:

@@ -99,7 +99,6 @@ class LmEval(Evaluator):
         (ev.out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
         return metrics
 
-
     @staticmethod
     def chat_template(c) -> bool:
         """``eval.apply_chat_template``, null resolved: on for a model the run instruction-tunes — trained on
@@ -195,7 +194,7 @@ class DownstreamLoss(Evaluator):
         toy = c.dataset.source == "toy"
         held = read_jsonl(ev.world.path / "down_test.jsonl") if toy else validation_rows(c)
         rows = [encode_example(tok, c, r["query"], r["response"]) for r in held]
-        check_answers_fit(c, rows, "validation rows")
+        check_answers_fit(c, rows, "toy test rows" if toy else "validation rows")
         name = f"down/{c.dataset.name.removeprefix('toy_')}/loss" if toy else f"down/{c.dataset.name}/val_loss"
         return losses(ev, name, rows, [r["query"] for r in held])
 
