@@ -301,6 +301,13 @@ class DatasetConfig:
     # the answer in a reference response and in a generation: the first match's first group, compared after
     # trimming (numbers by value); default: MetaMathQA's last line (paper Appendix B)
     answer_pattern: str = "The answer is: (.+)"
+    # Held-out rows of the fine-tuning data, scored by the loss on their answer tokens (down/<name>/val_loss with
+    # eval.downstream_loss: paper 003's learning axis): a file in the schema of the training rows, a split of the hub
+    # dataset in ``path``, or the last ``validation_rows`` rows of ``path``'s source, which training then leaves out
+    # (before ``limit``, so a limit sweep is scored on the same rows). None of them: no validation rows.
+    validation_path: Optional[str] = None
+    validation_split: Optional[str] = None
+    validation_rows: int = 0
 
     def __post_init__(self) -> None:
         import re
@@ -335,6 +342,28 @@ class DatasetConfig:
         except re.error as err:
             raise ConfigError(f"dataset.answer_pattern={self.answer_pattern!r} is invalid: expected a Python "
                               f"regular expression ({err})") from None
+        _check_validation(self)
+
+
+def _check_validation(d: DatasetConfig) -> None:
+    """At most one source of validation rows, and only for a dataset of rows (the toy task's are its test rows)."""
+    given = [k for k in ("validation_path", "validation_split") if getattr(d, k) is not None]
+    given += ["validation_rows"] if d.validation_rows else []
+    _check(d.validation_rows >= 0, "dataset.validation_rows", d.validation_rows, "an integer >= 0 (0: none)")
+    if given:
+        _check(d.source != "toy", f"dataset.{given[0]}", getattr(d, given[0]),
+               "null / 0 with dataset.source=toy (the toy task's held-out rows are its test rows)")
+        if len(given) > 1:
+            _check(False, f"dataset.{given[1]}", getattr(d, given[1]),
+                   f"null / 0 when dataset.{given[0]} is set: one source of validation rows")
+    if d.validation_path is not None:
+        _check_local("dataset.validation_path", d.validation_path)
+        _check_data_file("dataset.validation_path", d.validation_path)
+    if d.validation_split is not None:
+        from forgetting.data.files import file_builder
+
+        _check(d.source == "hf" and not file_builder(d.path), "dataset.validation_split", d.validation_split,
+               "null unless dataset.path is a hub dataset (a file's held-out rows go in dataset.validation_path)")
 
 
 def _check_data_file(key: str, path: str) -> None:
@@ -569,8 +598,9 @@ class EvalConfig:
     # HFLM's own arguments. add_bos_token unset or true: contexts start as tokenizer(text) starts them, which is how
     # training rows start (forgetting/data/encode.py); false would drop a BOS the model was trained with
     hflm: dict[str, Any] = field(default_factory=lambda: {"add_bos_token": True})
-    # held-out loss on real text available offline (forgetting/data/offline.py): stdlib_code, stdlib_prose →
-    # pre/<name>/loss, over corpus_docs documents of at most corpus_max_len tokens
+    # held-out loss on real text available offline (forgetting/data/offline.py): stdlib_code, stdlib_prose, or a
+    # local .jsonl of {"text": ...} documents held out of pretraining (a Dolma / DCLM sample) → pre/<name or file
+    # stem>/loss, over corpus_docs documents of at most corpus_max_len tokens
     corpora: list[str] = field(default_factory=list)
     corpus_docs: int = 64
     corpus_max_len: int = 256
@@ -580,8 +610,9 @@ class EvalConfig:
     # the start tokens of those samples (entries as method.starts'); null: the run's context-free starts,
     # method.starts (the BOS alone by default), so that CFS and its KL cover the same distribution
     base_samples_starts: Optional[list[StartToken]] = None
-    # the toy downstream task's answer-token loss on its test rows → down/<task>/loss: paper 003's learning metric,
-    # the x axis of the learning–forgetting frontier (a dataset's own test split reports it already)
+    # the answer-token loss on held-out rows of the fine-tuning task: paper 003's learning metric, the x axis of the
+    # learning–forgetting frontier. The toy task's test rows → down/<task>/loss; a dataset's validation rows
+    # (dataset.validation_*) → down/<name>/val_loss (a dataset's test split reports down/<name>/loss already)
     downstream_loss: bool = False
     # robustness to weight perturbation (paper 003 §3.4; forgetting/evaluate/robust.py): the rise of the held-out
     # loss under Gaussian noise W + γ‖W‖_F·Z/‖Z‖_F per weight matrix, for each γ (paper: 0.009–0.025), averaged over
@@ -606,6 +637,15 @@ class EvalConfig:
     include_path: list[str] = field(default_factory=list)
     # simple_evaluate's gen_kwargs: generation settings applied to every generate_until task (e.g. max_gen_toks)
     gen_kwargs: dict[str, Any] = field(default_factory=dict)
+    # simple_evaluate's apply_chat_template: prompts (and few-shot exemplars) in the tokenizer's chat template, as
+    # instruction-tuned models are scored (Tülu 3 / OLMES; paper 004 App. B). null: on when the evaluated model is
+    # instruction-tuned by the run itself — trained on chat-format rows (dataset.format=chat) or carrying a recycled
+    # fine-tune given as a model (method.recycle_tuned, e.g. an Instruct model) — off otherwise (a base model; set
+    # true for a model that is instruction-tuned already)
+    apply_chat_template: Optional[bool] = False
+    # simple_evaluate's fewshot_as_multiturn: with the chat template, each exemplar as its own user/assistant turns
+    # rather than all in the first user turn
+    fewshot_as_multiturn: bool = False
 
     def __post_init__(self) -> None:
         import os
@@ -615,10 +655,16 @@ class EvalConfig:
         for path in self.include_path:
             _check(os.path.isdir(os.path.expanduser(path)), "eval.include_path", path,
                    "an existing directory of lm-eval task YAMLs")
-        from forgetting.data.offline import CORPORA
+        from forgetting.data.offline import CORPORA, corpus_name, is_corpus_file
 
         for name in self.corpora:
-            _check(name in CORPORA, "eval.corpora", name, f"one of {sorted(CORPORA)}")
+            _check(name in CORPORA or is_corpus_file(name), "eval.corpora", name,
+                   f"one of {sorted(CORPORA)} or a .jsonl file of {{\"text\": ...}} documents")
+            if is_corpus_file(name):
+                _check_local("eval.corpora", name)
+        stems = [corpus_name(n) for n in self.corpora]
+        _check(len(set(stems)) == len(stems), "eval.corpora", list(self.corpora),
+               "corpora of distinct names (a file's metric is pre/<file stem>/loss)")
         _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
         _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
         _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
@@ -783,6 +829,7 @@ def check_inputs(c: Config) -> None:
     ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
     _check_store(c.store_dir)
     _check_midtrain_corpus(c.model.midtrain)
+    _check_corpora(c)
     rows = _check_data(c.dataset)
     _check_tasks(c)
     tokenizer = _model_tokenizer(c)
@@ -827,6 +874,29 @@ def _check_midtrain_corpus(m: MidtrainConfig) -> None:
            "model.midtrain.corpus", m.corpus, "a .jsonl whose rows are {\"text\": <non-empty string>}")
 
 
+def _check_corpora(c: Config) -> None:
+    """A held-out corpus file (``eval.corpora``) exists, its first row has a non-empty "text", and it is not the
+    corpus the base is mid-trained on (its documents would not be held out)."""
+    import json
+
+    from forgetting.data.offline import is_corpus_file
+
+    for name in filter(is_corpus_file, c.eval.corpora):
+        path = os.path.expanduser(name)
+        _check(os.path.isfile(path), "eval.corpora", name, "an existing .jsonl file of {\"text\": ...} documents")
+        with open(path) as f:
+            try:
+                first = json.loads(f.readline() or "null")
+            except json.JSONDecodeError:
+                first = None
+        _check(isinstance(first, dict) and isinstance(first.get("text"), str) and bool(first["text"]),
+               "eval.corpora", name, "a .jsonl whose rows are {\"text\": <non-empty string>}")
+        m, trained = c.model.midtrain, os.path.expanduser(c.model.midtrain.corpus)
+        _check(m.steps == 0 or m.corpus == "world" or not os.path.exists(trained) or
+               not os.path.samefile(path, trained), "eval.corpora", name,
+               "held-out documents: not model.midtrain.corpus, which the base is trained on")
+
+
 def _check_data(d: DatasetConfig) -> dict[str, list]:
     """``{key: [(where, row)]}`` of the local data files the run reads, every row checked (a bad row refuses its
     file); a hub dataset is checked when it is loaded."""
@@ -842,6 +912,8 @@ def _check_data(d: DatasetConfig) -> dict[str, list]:
             rows[f"dataset.mix_with {other}"] = check_file("dataset.mix_with", other, d)[: d.limit]
     if d.test_path is not None:
         rows["dataset.test_path"] = check_file("dataset.test_path", d.test_path, d, re.compile(d.answer_pattern))
+    if d.validation_path is not None:
+        rows["dataset.validation_path"] = check_file("dataset.validation_path", d.validation_path, d)
     return rows
 
 

@@ -395,8 +395,9 @@ def _atomic(path: Path, write, binary: bool = False) -> None:
 
 def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.PathLike] = None, *,
                  title: str = DEFAULT_TITLE, order: Optional[Sequence[str]] = None,
-                 reference: Optional[str] = None) -> str:
-    """Write report.md, report.csv and frontier.png into ``out_dir``; return the Markdown."""
+                 reference: Optional[str] = None, reference_base: Optional[str] = None) -> str:
+    """Write report.md, report.csv and frontier.png into ``out_dir``; return the Markdown. ``reference_base``: the
+    base the learning–forgetting comparison measures "% less forgetting" against (``forgetting.frontier``)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     runs = collect(paths)
@@ -413,7 +414,8 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
     from forgetting.convergence import section as recycling
 
-    for extra in (paired_section(rows, runs, columns, reference), section(runs, out), recycling(runs, out)):
+    for extra in (paired_section(rows, runs, columns, reference), section(runs, out, reference_base),
+                  recycling(runs, out)):
         if extra:
             markdown += "\n" + extra
     _atomic(out / "report.md", lambda f: f.write(markdown))
@@ -435,11 +437,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--order", help="comma-separated row order, e.g. Base,FT,CFS")
     parser.add_argument("--reference", help="the method (or row label) paired differences are taken against "
                                             "(default: ft)")
+    parser.add_argument("--reference-base", help="the base the learning-forgetting comparison is measured against: "
+                                                 "a base label or one of its overrides, e.g. model.midtrain.rho=0.0 "
+                                                 "(default: the base named default, else the first by name)")
     args = parser.parse_args(argv)
 
     order = [s.strip() for s in args.order.split(",") if s.strip()] if args.order else None
     try:
-        markdown = write_report(args.sweeps, args.out, title=args.title, order=order, reference=args.reference)
+        markdown = write_report(args.sweeps, args.out, title=args.title, order=order, reference=args.reference,
+                                reference_base=args.reference_base)
     except NoResults as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

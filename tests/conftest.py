@@ -104,3 +104,11 @@ def tiny_olmo(tmp_path_factory) -> Path:
     from fixtures.tiny_olmo import build_tiny_olmo
 
     return build_tiny_olmo(tmp_path_factory.mktemp("tiny-olmo"))
+
+
+@pytest.fixture(scope="session")
+def tiny_olmo2(tmp_path_factory) -> Path:
+    """A random-init OLMo-2 checkpoint with a Tülu chat template (tests/fixtures/tiny_olmo2.py), built once."""
+    from fixtures.tiny_olmo2 import build_tiny_olmo2
+
+    return build_tiny_olmo2(tmp_path_factory.mktemp("tiny-olmo2"))

@@ -92,3 +92,67 @@ def test_another_method_on_a_base_is_a_curve_of_its_own():
     assert set(per) == {"default", "pretrain=sam", "default · ewc"}
     assert per["default · ewc"] == {"runs": {"EWC (ewc_lambda=1e4)": (0.4, 1.2)}, "base": 1.0}
     assert per["default"] == points(RUNS, X)["default"]
+
+
+# paper 003's 1B setting by hand (+experiment=olmo2_sam): two mid-trained bases, an lr sweep each; learning = the loss
+# on held-out MetaMathQA rows, forgetting = a held-out corpus's loss and the OLMo 2 suite's average (App. B.3)
+RHO0 = "model.midtrain.corpus=/data/dolmino.jsonl, model.midtrain.rho=0.0"
+RHO5 = "model.midtrain.corpus=/data/dolmino.jsonl, model.midtrain.rho=0.05"
+VAL, HELD = "down/metamathqa/val_loss", "pre/dclm_heldout/loss"
+
+
+def _olmo2(base, label, x, held, avg, method="ft"):
+    rho = base.split("rho=")[1].split(",")[0]  # labels name the base, as label_of names a run's model overrides
+    label = f"{label} (rho={rho})" if method == "base" else label.replace("(", f"(rho={rho}, ")
+    m = {HELD: held, "pre/avg": avg, "pre/gsm8k_cot/exact_match": avg}
+    if x is not None:  # a test split's answer loss too: the validation loss is the one the frontier reads
+        m.update({VAL: x, "down/metamathqa/loss": 9.0 - x})
+    return {"label": label, "method": method, "seed": 0, "base_label": base, "metrics": m}
+
+
+OLMO2_RUNS = [
+    # the bases themselves, their overrides in another order than the fine-tuned runs': one base all the same
+    _olmo2("model.midtrain.rho=0.0, model.midtrain.corpus=/data/dolmino.jsonl", "Base", None, 2.00, 0.432, "base"),
+    _olmo2("model.midtrain.rho=0.05, model.midtrain.corpus=/data/dolmino.jsonl", "Base", None, 2.02, 0.429, "base"),
+    _olmo2(RHO0, "FT (lr=1e-5)", 0.80, 2.05, 0.425), _olmo2(RHO0, "FT (lr=1e-4)", 0.60, 2.20, 0.400),
+    _olmo2(RHO0, "FT (lr=2e-4)", 0.50, 2.40, 0.380),
+    _olmo2(RHO5, "FT (lr=1e-5)", 0.85, 2.04, 0.427), _olmo2(RHO5, "FT (lr=1e-4)", 0.62, 2.10, 0.418),
+    _olmo2(RHO5, "FT (lr=2e-4)", 0.55, 2.24, 0.405),
+]
+
+
+def test_the_1b_report_compares_the_bases_at_a_matched_fine_tuning_loss_on_every_forgetting_axis(tmp_path):
+    """τ = 0.55 (the SAM base's best validation loss, the larger best); at τ the AdamW base keeps only its lr=2e-4 run
+    and SAM its lr=2e-4 run. Held-out loss: rises of 0.40 and 0.22 → 45% less. Suite average: drops of 5.2 and 2.4
+    points from each base's own → 54% less; from the AdamW base's 43.2 (paper 003 §3.5.1) 5.2 and 2.7 → 48% less."""
+    from forgetting.frontier import loss_matched, y_axes
+
+    assert x_metric(OLMO2_RUNS) == VAL and y_axes(OLMO2_RUNS) == [HELD, "pre/avg"]
+    held = loss_matched(points(OLMO2_RUNS, VAL, HELD), "model.midtrain.rho=0.0")
+    assert (held["tau"], held["tau_from"], held["reference"]) == (0.55, RHO5, RHO0)
+    assert held["rows"][RHO5]["forgetting"] == pytest.approx(0.22)
+    assert held["rows"][RHO5]["less_forgetting_pct"] == pytest.approx(45.0)
+    avg = loss_matched(points(OLMO2_RUNS, VAL, "pre/avg"), "model.midtrain.rho=0.0", higher=True)
+    assert avg["rows"][RHO0]["y_at_tau"] == 0.380 and avg["rows"][RHO5]["y_at_tau"] == 0.405  # the highest at τ
+    assert avg["rows"][RHO5]["forgetting"] == pytest.approx(0.024)
+    assert avg["rows"][RHO5]["less_forgetting_pct"] == pytest.approx(100 * (1 - 0.024 / 0.052))
+    assert avg["rows"][RHO5]["from_reference"] == pytest.approx(0.027)
+
+    for i, r in enumerate(OLMO2_RUNS):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    md = write_report([tmp_path], reference_base="model.midtrain.rho=0.0")
+    assert (f"τ = 0.550: the largest of the bases' best downstream losses (`{RHO0}`: 0.500; `{RHO5}`: 0.550), set "
+            f"by `{RHO5}`") in md
+    assert f"reference base `{RHO0}` (--reference-base)" in md and f"x = `{VAL}`" in md
+    assert "### Forgetting as `pre/dclm_heldout/loss` (lower is better)" in md
+    assert f"| {RHO5} | 0.550 | 2.020 | 2.240 | +0.220 | 45% |" in md
+    assert "### Forgetting as `pre/avg` (higher is better)" in md
+    assert f"| {RHO0} | 0.500 | 43.20 | 38.00 | +5.20 | 0% | +5.20 | 0% |" in md
+    assert f"| {RHO5} | 0.550 | 42.90 | 40.50 | +2.40 | 54% | +2.70 | 48% |" in md
+    assert (tmp_path / "lf_frontier.png").exists() and (tmp_path / "lf_frontier_avg.png").exists()
+    # no reference named and no base called "default": the rule the report used is stated with its choice
+    assert f"reference base `{RHO0}` (the first base in sorted order: --reference-base names another)" in \
+        write_report([tmp_path])
+    with pytest.raises(ValueError, match=r"--reference-base='rho=0' is invalid: expected a base of the runs"):
+        write_report([tmp_path], reference_base="rho=0")

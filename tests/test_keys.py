@@ -87,6 +87,8 @@ LEAVES: dict[str, tuple] = {
     "dataset.test_path": (None, "skip: only with dataset.source jsonl (tests/test_byo.py)"),
     "dataset.test_split": (None, "skip: only with a hub dataset"),
     "dataset.answer_pattern": ("(\\d+)", "none"),
+    **{f"dataset.{k}": (None, "skip: only with dataset.source hf or jsonl (tests/data/test_validation_rows.py)")
+       for k in ("validation_path", "validation_split", "validation_rows")},
     "eval.name": ("other", "none"),
     "eval.tasks": (["toy_facts"], "eval"),
     "eval.downstream": ([], "eval"),
@@ -117,6 +119,8 @@ LEAVES: dict[str, tuple] = {
     "eval.include_path": ([FIXTURES], "eval"),
     "eval.generative_from": (["medical"], "eval"),
     "eval.gen_kwargs": ({"max_gen_toks": 4}, "eval"),
+    "eval.apply_chat_template": (True, "eval"),
+    "eval.fewshot_as_multiturn": (True, "none"),  # read only with the chat template on (tests/test_suites.py)
     "generator.backend": (None, "skip: test_vllm_dtype_and_bos_token_change_the_cfs_model below"),
     "generator.temperature": (0.6, {"cfs"}),
     "generator.contextual_temperature": (0.9, {"cs"}),

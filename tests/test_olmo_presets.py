@@ -78,23 +78,38 @@ def test_every_row_of_the_olmo_preset_runs_end_to_end(preset, tiny_olmo, store_d
     assert (tmp_path / "sweep" / "report.md").exists()
 
 
-@pytest.mark.slow
-def test_the_olmo2_sam_preset_mid_trains_with_sam_then_fine_tunes(tiny_olmo, tmp_path):
-    """paper 003's 1B setting, dry: the hub-style checkpoint is mid-trained (a ``continue`` stage, SAM) on a local
-    Dolmino-style jsonl, fine-tuned at two lrs from that one mid-trained base, and scored under NF4."""
+OLMO2_SUITE = {"mmlu": "acc", "arc_challenge": "acc_norm", "hellaswag": "acc_norm", "winogrande": "acc",
+               "nq_open": "exact_match", "drop": "f1", "agieval_en": "acc", "gsm8k_cot": "exact_match",
+               "leaderboard_mmlu_pro": "acc", "triviaqa": "exact_match"}  # paper 003 App. B.1.2, Table 2's columns
+
+
+@pytest.fixture(scope="module")
+def olmo2_sam(tiny_olmo2, tmp_path_factory):
+    """paper 003's 1B setting, dry, on a tiny OLMo-2: the checkpoint mid-trained (SAM) on a local Dolmino-style jsonl,
+    fine-tuned at two lrs on MetaMathQA-schema rows but one held out, scored on the OLMo 2 suite's local tasks, on a
+    held-out DCLM-style sample and offline prose, and under NF4."""
+    tmp_path = tmp_path_factory.mktemp("olmo2_sam")
     store_dir = tmp_path / "store"
-    args = [sys.executable, str(ROOT / "launch.py"), "+experiment=olmo2_sam", "debug=dry", f"model.path={tiny_olmo}",
+    args = [sys.executable, str(ROOT / "launch.py"), "+experiment=olmo2_sam", "debug=dry", f"model.path={tiny_olmo2}",
             "model.midtrain.corpus=tests/fixtures/dolma.jsonl", "model.midtrain.rho=0.05", "trainer.lr=1e-5,2e-4",
-            "dataset.source=jsonl", "dataset.path=tests/fixtures/metamathqa.jsonl",
-            "eval.include_path=[tests/fixtures/lm_eval_tasks]", "eval.corpus_docs=4", f"store_dir={store_dir}",
+            "dataset.source=jsonl", "dataset.path=tests/fixtures/metamathqa.jsonl", "dataset.validation_rows=1",
+            "trainer.max_seq_len=128",  # the held-out row is the fixture's longest: 64 tokens leave it no answer
+            "eval.include_path=[tests/fixtures/lm_eval_tasks]", "eval.corpus_docs=4",
+            "eval.corpora=[stdlib_prose,tests/fixtures/dclm_heldout.jsonl]", f"store_dir={store_dir}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text()) for i in range(2)]
+    return runs, Store(store_dir), tmp_path / "sweep"
+
+
+@pytest.mark.slow
+def test_the_olmo2_sam_preset_mid_trains_with_sam_then_fine_tunes(olmo2_sam, tiny_olmo2):
+    runs, store, _ = olmo2_sam
     assert runs[0]["artifacts"]["base"] == runs[1]["artifacts"]["base"]  # one mid-trained base for the lr sweep
-    mid = Store(store_dir).path("continue", runs[0]["artifacts"]["base"])
+    mid = store.path("continue", runs[0]["artifacts"]["base"])
     assert json.loads((mid / "train_summary.json").read_text())["steps"] == 2
-    parent, midtrained = _weights(tiny_olmo), _weights(mid)
+    parent, midtrained = _weights(tiny_olmo2), _weights(mid)
     assert any(not torch.equal(midtrained[k], parent[k].to(midtrained[k].dtype)) for k in parent)
     for r in runs:
         assert "robust/nf4/increase" in r["metrics"] and "pre/avg" in r["metrics"]
@@ -115,3 +130,21 @@ def test_olmo2_sam_mid_trains_the_4t_token_stage1_checkpoint_not_the_release():
     assert stage == "continue" and spec["parent"] == {"hub": c.model.path, "revision": c.model.revision}
     other = compose("+experiment=olmo2_sam", corpus, "model.revision=main")
     assert plan(other)["base"] != plan(c)["base"]
+
+
+@pytest.mark.slow
+def test_the_olmo2_sam_preset_scores_the_ten_task_average_the_learning_and_a_held_out_loss(olmo2_sam):
+    """Paper 003 App. B.1.2 / B.3 at 1B: pre/avg is the mean of the OLMo 2 suite's ten columns, GSM8K among them;
+    learning is the loss on MetaMathQA rows held out of training; forgetting can also be read on held-out text."""
+    runs, store, sweep = olmo2_sam
+    columns = [f"pre/{t}/{m}" for t, m in OLMO2_SUITE.items()]
+    for r in runs:
+        m = r["metrics"]
+        assert all(0.0 <= m[k] <= 1.0 for k in columns), sorted(m)
+        assert m["pre/avg"] == pytest.approx(sum(m[k] for k in columns) / 10)  # GSM8K inside the average
+        assert m["down/metamathqa/val_loss"] > 0 and not any(k.startswith("down/gsm8k") for k in m)
+        assert m["pre/dclm_heldout/loss"] > 0 and m["pre/stdlib_prose/loss"] > 0
+        trained = store.path("train", r["artifacts"]["model"])
+        assert json.loads((trained / "train_summary.json").read_text())["rows"] == N_DOWN - 1  # one row held out
+    report = (sweep / "report.md").read_text()
+    assert "### Forgetting as `pre/dclm_heldout/loss`" in report and "### Forgetting as `pre/avg`" in report

@@ -24,7 +24,8 @@ def load_downstream(cfg: DatasetConfig, world: Artifact | None) -> list[dict]:
 def downstream_spec(cfg: DatasetConfig, world: Artifact | None) -> dict:
     """What :func:`load_downstream` and the row encoding read — the train key's data part: the toy world's task,
     or the source's location, split, row mapping and, for local files, their contents' digests; then the limit
-    and the format. The test split's settings are the evaluation's."""
+    and the format. The test split's and validation rows' settings are the evaluation's, except the rows that
+    ``validation_rows`` takes from training."""
     if cfg.source == "toy":
         spec = {"source": "toy", "world": world}
     else:
@@ -40,6 +41,8 @@ def downstream_spec(cfg: DatasetConfig, world: Artifact | None) -> dict:
             spec["mix_with"] = [{"path": p, **({"sha256": [input_sha256(f) for f in local_files(p)]}
                                                if cfg.source == "jsonl" and is_local(p) else {})}
                                 for p in cfg.mix_with]
+    if cfg.validation_rows:  # rows held out of training (absent when 0: the keys made before it existed stay valid)
+        spec["validation_rows"] = cfg.validation_rows
     spec.update(limit=cfg.limit, format=cfg.format)
     if cfg.format == "plain":
         spec["prompt_template"] = cfg.prompt_template

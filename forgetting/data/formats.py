@@ -72,22 +72,28 @@ def load_source(path: str, subset: str | None, split: str, streaming: bool = Fal
     return load_dataset(str(path), subset, split=split, streaming=streaming)
 
 
-def load_rows(cfg: DatasetConfig, test: bool = False) -> list[dict]:
+def load_rows(cfg: DatasetConfig, test: bool = False, validation: bool = False) -> list[dict]:
     """``[{"query", "response"}]`` from a hub dataset (``source=hf``) or a local file (``source=jsonl``),
     through ``cfg.builder`` if set, else the ``query_field``/``response_field`` columns; ``test``: the test split
-    (``dataset.test_path``, or the hub dataset's ``dataset.test_split``), every row. Rows are checked as a local file
-    is before any compute (``forgetting.data.files``): a source with a bad row is refused, naming it."""
+    (``dataset.test_path``, or the hub dataset's ``dataset.test_split``), every row; ``validation``: the held-out rows
+    (``dataset.validation_path``, ``validation_split``, or the last ``validation_rows`` rows of ``dataset.path``'s
+    source, which the training rows then leave out). Rows are checked as a local file is before any compute
+    (``forgetting.data.files``): a source with a bad row is refused, naming it."""
     if cfg.source not in ("hf", "jsonl"):
         raise ValueError(f"dataset.source={cfg.source!r} has no rows to load here: expected 'hf' or 'jsonl'")
     key, path, split = "dataset.path", cfg.path, cfg.split
     if test:
         key, path, split = ("dataset.test_path", cfg.test_path, "train") if cfg.test_path else \
             ("dataset.test_split", cfg.path, cfg.test_split)
+    elif validation and (cfg.validation_path or cfg.validation_split):
+        key, path, split = ("dataset.validation_path", cfg.validation_path, "train") if cfg.validation_path else \
+            ("dataset.validation_split", cfg.path, cfg.validation_split)
+    whole = test or validation  # a held-out set is read whole: dataset.limit is the training rows'
     row_builder(cfg)  # an unknown dataset.builder fails before the data is loaded
-    sources = [(key, path)] + ([] if test else [("dataset.mix_with", other) for other in cfg.mix_with])
+    sources = [(key, path)] + ([] if whole else [("dataset.mix_with", other) for other in cfg.mix_with])
     out: list[dict] = []
     for key, path in sources:
-        if cfg.limit and not test and len(out) >= cfg.limit:
+        if cfg.limit and not whole and len(out) >= cfg.limit:
             break
         if cfg.source == "jsonl" and not file_builder(path):
             raise ConfigError(f"{key}={path!r} is invalid: expected a .json/.jsonl/.parquet/.csv file")
@@ -98,13 +104,23 @@ def load_rows(cfg: DatasetConfig, test: bool = False) -> list[dict]:
                 if field not in columns:
                     raise ConfigError(f"dataset.{name}={field!r} is invalid: expected a field of {path}: it has "
                                       f"{columns}")
-        if cfg.limit and not test:
+        if key == "dataset.path" and cfg.validation_rows and not test:
+            ds = _hold_out(ds, cfg.validation_rows, validation)
+        if cfg.limit and not whole:
             ds = ds.select(range(min(cfg.limit - len(out), len(ds))))
-        where = path if key != "dataset.test_split" else split
+        where = path if key not in ("dataset.test_split", "dataset.validation_split") else split
         answers = re.compile(cfg.answer_pattern) if test else None
         out += [pair for _, pair in check_rows(key, where, ((f"row {i}", dict(r)) for i, r in enumerate(ds, 1)),
                                                cfg, answers)]
     return out
+
+
+def _hold_out(ds, n: int, validation: bool):
+    """The last ``n`` rows of ``ds`` (``validation``), or the rows before them (training)."""
+    if n >= len(ds):
+        raise ConfigError(f"dataset.validation_rows={n} is invalid: expected fewer than the {len(ds)} rows of "
+                          "dataset.path, so that some are left to train on")
+    return ds.select(range(len(ds) - n, len(ds)) if validation else range(len(ds) - n))
 
 
 # Stand-ins for message texts while the chat template's layout is probed: plain words, so that no template

@@ -14,6 +14,11 @@ text with no download:
 
 Documents are drawn with a fixed seed from the running interpreter's standard library; the Python version is
 part of the evaluation key (another version has other files).
+
+A corpus may also be a local ``.jsonl`` file of ``{"text": ...}`` documents held out of the model's pretraining — a
+Dolma or DCLM sample, as paper 003 measures forgetting by the held-out pretraining loss: its first ``n`` documents,
+named by the file's stem (``eval.corpora=[/data/dclm_heldout.jsonl]`` → ``pre/dclm_heldout/loss``); its content's
+digest is part of the evaluation key.
 """
 from __future__ import annotations
 
@@ -60,8 +65,32 @@ def _docstrings() -> list[str]:
 CORPORA = {"stdlib_code": _code_blocks, "stdlib_prose": _docstrings}
 
 
+def is_corpus_file(name: str) -> bool:
+    """Whether an ``eval.corpora`` entry is a file of documents rather than a built-in corpus."""
+    return str(name).endswith(".jsonl")
+
+
+def corpus_name(name: str) -> str:
+    """The corpus's name in metric keys: a built-in corpus's own, a file's stem (``pre/<name>/loss``)."""
+    return Path(name).name[: -len(".jsonl")] if is_corpus_file(name) else name
+
+
 def corpus(name: str, n: int, seed: int = 0) -> list[str]:
-    """``n`` documents of corpus ``name`` (fewer if it has fewer), the same ones for the same Python."""
+    """``n`` documents of corpus ``name`` (fewer if it has fewer): for a built-in corpus the same ones for the same
+    Python, for a file its first ``n`` (a held-out sample is the file's whole point: no sampling from it)."""
+    if is_corpus_file(name):
+        import json
+
+        docs = []
+        with open(Path(name).expanduser(), encoding="utf-8") as f:
+            for line in f:
+                if len(docs) == n:
+                    break
+                if line.strip():
+                    text = json.loads(line).get("text")
+                    if isinstance(text, str) and text.strip():
+                        docs.append(text)
+        return docs
     if name not in CORPORA:
         raise ValueError(f"eval.corpora entry {name!r} is unknown: expected one of {sorted(CORPORA)}")
     docs = CORPORA[name]()

@@ -68,6 +68,8 @@ class LmEval(Evaluator):
         e = ev.c.eval
         spec = {k: getattr(e, k) for k in self.KNOBS}
         spec["include_path"] = [{"path": p, "sha256": tree_digest(Path(p).expanduser())} for p in e.include_path]
+        if self.chat_template(ev.c):  # keyed only when on: the evaluations made before it existed stay valid
+            spec["chat"] = {"apply_chat_template": True, "fewshot_as_multiturn": e.fewshot_as_multiturn}
         if ev.world is not None:  # the toy tasks: the world's items in the dataset's prompt format
             spec["toy"] = {"world": ev.world, "prompt": ev.c.dataset.prompt_template}
         return spec
@@ -79,9 +81,11 @@ class LmEval(Evaluator):
         c, e = ev.c, ev.c.eval
         include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
             if ev.world is not None else []
+        chat = self.chat_template(c)
         raw = run_lmeval(ev.model, ev.tokenizer, e.tasks + e.downstream, include_path=include + e.include_path,
                          num_fewshot=e.num_fewshot, fewshot=e.fewshot, limit=e.limit, batch_size=e.batch_size,
-                         hflm_args=e.hflm, gen_kwargs=e.gen_kwargs)
+                         hflm_args=e.hflm, gen_kwargs=e.gen_kwargs, apply_chat_template=chat,
+                         fewshot_as_multiturn=chat and e.fewshot_as_multiturn)
         metrics = {}
         if e.tasks:
             pre, top = columns(raw, e.tasks, e.groups, e.metrics, "pre")  # tasks, groups
@@ -95,6 +99,16 @@ class LmEval(Evaluator):
                     ev.examples[name] = rec
         (ev.out / "lm_eval.json").write_text(json.dumps(raw["results"], indent=1, default=float))
         return metrics
+
+    @staticmethod
+    def chat_template(c) -> bool:
+        """``eval.apply_chat_template``, null resolved: on for a model the run instruction-tunes — trained on
+        chat-format rows, or carrying a recycled fine-tune given as a model (``method.recycle_tuned``: an Instruct
+        model)."""
+        if c.eval.apply_chat_template is not None:
+            return c.eval.apply_chat_template
+        m = c.method
+        return m.train and (c.dataset.format == "chat" or (m.init == "recycle" and m.recycle_tuned is not None))
 
 
 class TestSplit(Evaluator):
@@ -150,28 +164,40 @@ class HeldoutLoss(Evaluator):
 
 
 class DownstreamLoss(Evaluator):
-    """The toy downstream task's answer-token loss on its test rows (``eval.downstream_loss``): paper 003's
-    learning metric, ``down/<task>/loss``."""
+    """The answer-token loss on held-out rows of the fine-tuning task (``eval.downstream_loss``): paper 003's
+    learning metric. The toy task's test rows → ``down/<task>/loss``; a dataset's validation rows
+    (``dataset.validation_path`` / ``validation_split`` / ``validation_rows``) → ``down/<name>/val_loss``."""
 
     name = "downstream_loss"
 
     def active(self, ev):
-        return ev.c.eval.downstream_loss and ev.c.dataset.source == "toy" and ev.world is not None
+        c = ev.c
+        return c.eval.downstream_loss and ((c.dataset.source == "toy" and ev.world is not None)
+                                           or has_validation(c.dataset))
 
     def spec(self, ev):
-        c = ev.c
-        return {"world": ev.world, "prompt": c.dataset.prompt_template, "max_seq_len": c.trainer.max_seq_len,
+        from forgetting.store import key_of
+
+        c, d = ev.c, ev.c.dataset
+        if d.source == "toy":
+            return {"world": ev.world, "prompt": d.prompt_template, "max_seq_len": c.trainer.max_seq_len,
+                    "batch_size": c.eval.batch_size}
+        # keyed by the rows themselves, so that an edited validation file is a new evaluation
+        return {"name": d.name, "rows": key_of("rows", {"rows": validation_rows(c)}), "format": d.format,
+                "prompt": d.prompt_template if d.format == "plain" else None, "max_seq_len": c.trainer.max_seq_len,
                 "batch_size": c.eval.batch_size}
 
     def run(self, ev):
         from forgetting.data.jsonl import read_jsonl
-        from forgetting.pipeline import encode_example
+        from forgetting.pipeline import check_answers_fit, encode_example
 
         c, tok = ev.c, ev.tokenizer
-        test = read_jsonl(ev.world.path / "down_test.jsonl")
-        rows = [encode_example(tok, c, r["query"], r["response"]) for r in test]
-        task = c.dataset.name.removeprefix("toy_")
-        return losses(ev, f"down/{task}/loss", rows, [r["query"] for r in test])
+        toy = c.dataset.source == "toy"
+        held = read_jsonl(ev.world.path / "down_test.jsonl") if toy else validation_rows(c)
+        rows = [encode_example(tok, c, r["query"], r["response"]) for r in held]
+        check_answers_fit(c, rows, "toy test rows" if toy else "validation rows")
+        name = f"down/{c.dataset.name.removeprefix('toy_')}/loss" if toy else f"down/{c.dataset.name}/val_loss"
+        return losses(ev, name, rows, [r["query"] for r in held])
 
 
 class Curve(Evaluator):
@@ -302,21 +328,26 @@ class Corpora(Evaluator):
         return bool(ev.c.eval.corpora)
 
     def spec(self, ev):
-        from forgetting.data.offline import python_version
+        from forgetting.data.offline import is_corpus_file, python_version
+        from forgetting.store import input_sha256
 
-        e = ev.c.eval  # the corpora are this interpreter's standard library
-        return {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len, "batch_size": e.batch_size,
+        e = ev.c.eval  # the built-in corpora are this interpreter's standard library
+        spec = {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len, "batch_size": e.batch_size,
                 "python": python_version()}
+        files = [n for n in e.corpora if is_corpus_file(n)]
+        if files:  # an edited file is other text (absent without files: the keys made before it existed stay valid)
+            spec["sha256"] = {n: input_sha256(Path(n).expanduser()) for n in files}
+        return spec
 
     def run(self, ev):
         from forgetting.data.encode import encode_text
-        from forgetting.data.offline import corpus
+        from forgetting.data.offline import corpus, corpus_name
 
         e, out = ev.c.eval, {}
         for name in e.corpora:
             docs = corpus(name, e.corpus_docs)
-            out.update(losses(ev, f"pre/{name}/loss", [encode_text(ev.tokenizer, d, e.corpus_max_len) for d in docs],
-                              docs))
+            out.update(losses(ev, f"pre/{corpus_name(name)}/loss",
+                              [encode_text(ev.tokenizer, d, e.corpus_max_len) for d in docs], docs))
         return out
 
 
@@ -475,6 +506,20 @@ def test_split_rows(c) -> list[dict]:
     from forgetting.data.formats import load_rows
 
     return load_rows(d, test=True)[: c.eval.limit]
+
+
+def has_validation(d) -> bool:
+    """Whether the dataset declares held-out validation rows."""
+    return d.validation_path is not None or d.validation_split is not None or d.validation_rows > 0
+
+
+def validation_rows(c) -> list[dict]:
+    """The dataset's validation rows (``forgetting.data.formats.load_rows``), at most ``eval.limit``; [] if none."""
+    if not has_validation(c.dataset):
+        return []
+    from forgetting.data.formats import load_rows
+
+    return load_rows(c.dataset, validation=True)[: c.eval.limit]
 
 
 def tree_digest(root: Path) -> str:

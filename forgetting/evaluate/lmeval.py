@@ -66,13 +66,15 @@ def write_toy_tasks(world_dir: Path, out_dir: Path, prompt_template: str, max_ge
 
 def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | list[Path] | None = None,
                num_fewshot: int | None = None, fewshot: dict[str, int] | None = None, limit: int | None = None,
-               batch_size: int = 64, hflm_args: dict | None = None, gen_kwargs: dict | None = None) -> dict:
+               batch_size: int = 64, hflm_args: dict | None = None, gen_kwargs: dict | None = None,
+               apply_chat_template: bool = False, fewshot_as_multiturn: bool = False) -> dict:
     """Raw ``simple_evaluate`` results for an in-memory model (or a path/hub id in ``model``).
 
     ``fewshot`` sets a task's shot count (gsm8k: 5, paper Appendix C); other tasks take ``num_fewshot``, and
     None leaves each task at its own YAML default (bbh's CoT few-shot exemplars, 0 where a task sets none).
     ``include_path``: one or more directories of task YAMLs; ``gen_kwargs`` (e.g. ``max_gen_toks``) applies to
-    every generative task."""
+    every generative task; ``apply_chat_template`` renders every prompt in the tokenizer's chat template, each
+    few-shot exemplar as its own turns with ``fewshot_as_multiturn`` (``simple_evaluate``'s own arguments)."""
     from lm_eval.models.huggingface import HFLM
 
     device = str(next(model.parameters()).device) if hasattr(model, "parameters") else "cpu"
@@ -80,7 +82,8 @@ def run_lmeval(model, tokenizer, tasks: list[str], *, include_path: Path | list[
               **(hflm_args or {}))
     paths = [include_path] if isinstance(include_path, (str, Path)) else list(include_path or [])
     return evaluate_by_shots(lm, tasks, fewshot=fewshot, num_fewshot=num_fewshot,
-                             task_manager=task_manager(tasks, paths), limit=limit, gen_kwargs=gen_kwargs)
+                             task_manager=task_manager(tasks, paths), limit=limit, gen_kwargs=gen_kwargs,
+                             apply_chat_template=apply_chat_template, fewshot_as_multiturn=fewshot_as_multiturn)
 
 
 def task_manager(tasks: list[str], include_path: list[Path]):
@@ -141,7 +144,8 @@ def shot_groups(tasks: list[str], fewshot: dict[str, int] | None, num_fewshot: i
 
 def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = None,
                       num_fewshot: int | None = None, task_manager=None, limit: int | None = None,
-                      gen_kwargs: dict | None = None) -> dict:
+                      gen_kwargs: dict | None = None, apply_chat_template: bool = False,
+                      fewshot_as_multiturn: bool = False) -> dict:
     """One ``simple_evaluate`` per distinct shot count, on the same model, with the per-task tables merged
     (``results``, ``groups``, ``group_subtasks``, ``configs``, ``versions``, ``n-shot``, ...)."""
     import lm_eval
@@ -152,9 +156,12 @@ def evaluate_by_shots(lm, tasks: list[str], *, fewshot: dict[str, int] | None = 
     merged: dict = {}
     for shots, group in shot_groups(tasks, fewshot, num_fewshot).items():
         # log_samples: each document's scores, the per-example values behind the report's intervals
+        # fewshot_as_multiturn passed always: simple_evaluate's own default (True) differs from evaluate's (False)
         out = lm_eval.simple_evaluate(model=lm, tasks=list(group), num_fewshot=shots, limit=limit,
                                       task_manager=task_manager, log_samples=True, bootstrap_iters=0,
-                                      gen_kwargs=dict(gen_kwargs) if gen_kwargs else None)
+                                      gen_kwargs=dict(gen_kwargs) if gen_kwargs else None,
+                                      apply_chat_template=apply_chat_template,
+                                      fewshot_as_multiturn=fewshot_as_multiturn)
         for key, value in out.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}

@@ -1,4 +1,4 @@
-"""The OLMo suite's lm-eval tasks on local data (tests/fixtures/lm_eval_tasks/): the built-in tasks' prompts,
+"""The OLMo suites' lm-eval tasks on local data (tests/fixtures/lm_eval_tasks/): the built-in tasks' prompts,
 targets, filters and metrics under the built-in names, on a few made-up rows per task in each dataset's schema;
 and how ``eval.include_path`` reaches lm-eval's TaskManager."""
 from __future__ import annotations
@@ -20,7 +20,9 @@ MIRRORS = {
     "bbh_cot_fewshot_boolean_expressions.yaml": "bbh/cot_fewshot/boolean_expressions.yaml",
     "bbh_cot_fewshot_navigate.yaml": "bbh/cot_fewshot/navigate.yaml",
     "agieval_aqua_rat.yaml": "agieval/aqua-rat.yaml", "agieval_lsat_ar.yaml": "agieval/lsat-ar.yaml",
-    "gsm8k.yaml": "gsm8k/gsm8k.yaml",
+    "gsm8k.yaml": "gsm8k/gsm8k.yaml", "gsm8k_cot.yaml": "gsm8k/gsm8k-cot.yaml",
+    "nq_open.yaml": "nq_open/nq_open.yaml", "triviaqa.yaml": "triviaqa/default.yaml", "drop.yaml": "drop/default.yaml",
+    "leaderboard_mmlu_pro.yaml": "leaderboard/mmlu_pro/mmlu_pro.yaml",
     "_mmlu.yaml": "mmlu/default/_mmlu.yaml", "_mmlu_stem.yaml": "mmlu/default/_mmlu_stem.yaml",
     "_bbh.yaml": "bbh/cot_fewshot/_bbh.yaml", "_agieval_en.yaml": "agieval/agieval_en.yaml",
 }
@@ -53,14 +55,16 @@ def test_fixture_task_is_the_builtin_task_on_local_data(ours, builtin):
             assert (ROOT / file).is_file(), (ours, split, file)
 
 
-def test_suite_tasks_are_all_local_so_builtins_are_not_indexed():
+@pytest.mark.parametrize("suite", ["olmo_suite", "olmo2_suite", "recycle_suite"])
+def test_suite_tasks_are_all_local_so_builtins_are_not_indexed(suite):
     from conftest import compose
 
     from forgetting.evaluate.lmeval import task_manager
 
-    suite = compose("eval=olmo_suite").eval
-    manager = task_manager(suite.tasks + suite.downstream, [TASKS_DIR])
-    assert manager.task_index["arc_easy"].yaml_path == TASKS_DIR / "arc_easy.yaml"
+    e = compose(f"eval={suite}").eval
+    manager = task_manager(e.tasks + e.downstream, [TASKS_DIR])
+    assert manager.task_index["arc_challenge"].yaml_path == TASKS_DIR / "arc_challenge.yaml"
+    assert all(t in manager.task_index for t in e.tasks + e.downstream)
     assert "mmlu_astronomy" not in manager.task_index  # lm-eval's own tasks were not indexed (~15 s saved)
 
 

@@ -186,7 +186,13 @@ def test_run_lmeval_calls_simple_evaluate_once_per_shot_count_and_merges(monkeyp
     assert [(c["tasks"], c["num_fewshot"]) for c in calls] == [(TASKS, None), (["gsm8k"], 5)]
     assert [b[0] for b in built] == ["lm", "manager"]  # one model and one task index for every call
     assert calls[0]["model"] is calls[1]["model"] and calls[0]["manager"] is calls[1]["manager"]
-    assert all(c["limit"] == 7 and c["bootstrap_iters"] == 0 and c["log_samples"] is True for c in calls)  # per-document values
+    # log_samples: the per-document values behind the report's intervals; no chat template unless asked for, and
+    # fewshot_as_multiturn passed explicitly (simple_evaluate's own default is True)
+    assert all(c["limit"] == 7 and c["bootstrap_iters"] == 0 and c["log_samples"] is True for c in calls)
+    assert all(c["apply_chat_template"] is False and c["fewshot_as_multiturn"] is False for c in calls)
+    calls.clear()
+    run_lmeval(object(), "tok", ["gsm8k"], apply_chat_template=True, fewshot_as_multiturn=True)
+    assert [(c["apply_chat_template"], c["fewshot_as_multiturn"]) for c in calls] == [(True, True)]
     assert set(res["results"]) == set(full["results"]) and res["n-shot"]["gsm8k"] == 5
     assert set(res["groups"]) == set(full["groups"]) and res["group_subtasks"] == full["group_subtasks"]
     out = summarize(res, TASKS, {"commonsense": COMMONSENSE}, METRICS)

@@ -182,7 +182,7 @@ def test_the_llama3_preset_recycles_a_given_instruct_diff_end_to_end(tiny_r1, tm
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert "down/gsm8k/exact_match" in r["metrics"] and not list((tmp_path / "store").glob("train/[!.]*"))
+    assert "down/gsm8k_cot/exact_match" in r["metrics"] and not list((tmp_path / "store").glob("train/[!.]*"))
     out = load_file(str(tmp_path / "store" / "recycle" / r["artifacts"]["model"] / "model.safetensors"))
     t, b, f = (load_file(str(d / "model.safetensors")) for d in (target, src_base, src_tuned))
     for k in t:
@@ -268,7 +268,7 @@ def test_the_olmo2_versions_are_the_papers_revisions():
                          5: "stage2-ingredient1-step11931-tokens50B"}
     t = c.trainer
     assert (t.lr, t.scheduler, t.warmup_ratio, t.weight_decay, t.max_steps, t.max_seq_len) == (
-        5e-6, "linear", 0.03, 0.0, 30000, 4096)
+        5e-6, "linear", 0.03, 0.0, 30000, 2048)  # paper 004 §3.2: sequence length 2048
     assert t.batch_size * t.grad_accum * t.num_processes == 8 and t.deepspeed["zero_optimization"]["stage"] == 3
     assert c.dataset.mix_with == ["allenai/tulu-3-sft-personas-math-grade", "allenai/tulu-3-sft-personas-algebra"]
     keys = {i: plan(compose("+experiment=olmo2_recycle", f"version=olmo2_m{i}", "hydra.mode=RUN"))["train"]
@@ -297,7 +297,7 @@ def test_the_olmo2_preset_recycles_then_fine_tunes_on_tulu_rows_end_to_end(tiny_
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert "down/gsm8k/exact_match" in r["metrics"]
+    assert "down/gsm8k_cot/exact_match" in r["metrics"]  # paper 004 App. B's GSM8K
     trained = sorted((tmp_path / "store" / "train").glob("[!.]*"))
     assert len(trained) == 2  # FT on M4 (the diff's source), then M5 + Δ fine-tuned
     for d in trained:
