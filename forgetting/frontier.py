@@ -138,8 +138,8 @@ def to_markdown(x: str, table: dict, y: str = Y) -> str:
         ("lowest", "that minus the base's own (its rise)")
     lines = [f"### Forgetting as `{y}` ({'higher' if higher else 'lower'} is better)\n",
              f"x = `{x}` (learning, lower is better). τ = {table['tau']:.3f}: the largest of the bases' best "
-             f"downstream losses ({best}), set by `{table['tau_from']}`. Per base, the {word} `{y}` among its runs with "
-             f"downstream loss ≤ τ; forgetting = {change}; % less forgetting than the reference base "
+             f"downstream losses ({best}), set by `{table['tau_from']}`. Per base, the {word} `{y}` among its runs "
+             f"with downstream loss ≤ τ; forgetting = {change}; % less forgetting than the reference base "
              f"`{table['reference']}` ({table['reference_why']}).\n"]
     head = f"| base | best downstream loss | base {_name(y)} | {_name(y)} at τ | forgetting at τ | less forgetting |"
     rule = "|:--|--:|--:|--:|--:|--:|"

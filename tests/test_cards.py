@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import CONF, ROOT, compose
+from conftest import CONF, compose
 
 from forgetting import cards
 from forgetting.cards import CARD_PENDING, GPU_PRESETS, CardError
@@ -37,7 +37,8 @@ def test_the_gpu_preset_is_its_papers_setting_or_says_where_not(preset):
 
 def test_the_gpu_presets_are_the_presets_on_hub_models():
     """A new preset on a hub model is a GPU preset: it needs a card (or a CARD_PENDING line) before it lands."""
-    hub = {p.stem for p in (CONF / "experiment").glob("*.yaml") if compose(f"+experiment={p.stem}").model.source == "hf"}
+    hub = {p.stem for p in (CONF / "experiment").glob("*.yaml")
+           if compose(f"+experiment={p.stem}").model.source == "hf"}
     assert hub == set(GPU_PRESETS), f"add to GPU_PRESETS in forgetting/cards.py: {sorted(hub - set(GPU_PRESETS))}"
     written = {p.stem for p in cards.CARDS.glob("*.yaml")}
     assert written <= set(GPU_PRESETS) and not written & set(CARD_PENDING), sorted(written)

@@ -11,8 +11,15 @@ import pytest
 
 from forgetting import report
 from forgetting.evaluate.examples import estimate, record
-from forgetting.intervals import (example_interval, excludes_zero, match_key, pair_runs, paired_difference,
-                                  paired_example_interval, seed_interval)
+from forgetting.intervals import (
+    example_interval,
+    excludes_zero,
+    match_key,
+    pair_runs,
+    paired_difference,
+    paired_example_interval,
+    seed_interval,
+)
 
 
 def test_seed_interval_is_the_t_interval():

@@ -50,7 +50,8 @@ def documents(path: str | Path, limit: Optional[int] = None) -> Iterator[str]:
 @dataclass(frozen=True)
 class PackedCorpus:
     """Where a segment's documents come from and how they become rows (see the module docstring). ``path``: a jsonl
-    of {"text": ...} rows (the first ``limit``); or ``world``: the toy world's directory, its corpus as written or, given
+    of {"text": ...} rows (the first ``limit``); or ``world``: the toy world's directory, its corpus as written or,
+    given
     ``mix``, ``n_docs`` new documents with the sentence kinds reweighted (``forgetting.toy.world.reweighted_corpus``,
     seeded by ``seed``)."""
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from forgetting.data.jsonl import write_jsonl
-from forgetting.evaluate.graders import AnswerPatternGrader
 from forgetting.evaluate.examples import from_pairs, record
+from forgetting.evaluate.graders import AnswerPatternGrader
 from forgetting.evaluate.heldout import ratio, row_losses
 from forgetting.generate.hf import HFBackend
 

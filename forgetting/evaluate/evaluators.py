@@ -75,8 +75,15 @@ class LmEval(Evaluator):
         return spec
 
     def run(self, ev):
-        from forgetting.evaluate.lmeval import (columns, extract, extract_keys, metric_key, per_doc, run_lmeval,
-                                                write_toy_tasks)
+        from forgetting.evaluate.lmeval import (
+            columns,
+            extract,
+            extract_keys,
+            metric_key,
+            per_doc,
+            run_lmeval,
+            write_toy_tasks,
+        )
 
         c, e = ev.c, ev.c.eval
         include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
@@ -120,11 +127,10 @@ class TestSplit(Evaluator):
         return ev.c.dataset.test_path is not None or ev.c.dataset.test_split is not None
 
     def spec(self, ev):
-        from forgetting.store import key_of
 
         c, d = ev.c, ev.c.dataset
         # keyed by the rows themselves, so an edited test file is a new evaluation
-        return {"name": d.name, "rows": key_of("rows", {"rows": test_split_rows(c)}), "format": d.format,
+        return {"name": d.name, "rows": held_out_spec(c, "test"), "format": d.format,
                 "prompt": d.prompt_template if d.format == "plain" else None, "answer_pattern": d.answer_pattern,
                 "max_seq_len": c.trainer.max_seq_len, "max_new_tokens": c.eval.max_gen_toks,
                 "batch_size": c.eval.batch_size}
@@ -176,14 +182,12 @@ class DownstreamLoss(Evaluator):
                                            or has_validation(c.dataset))
 
     def spec(self, ev):
-        from forgetting.store import key_of
 
         c, d = ev.c, ev.c.dataset
         if d.source == "toy":
             return {"world": ev.world, "prompt": d.prompt_template, "max_seq_len": c.trainer.max_seq_len,
                     "batch_size": c.eval.batch_size}
-        # keyed by the rows themselves, so that an edited validation file is a new evaluation
-        return {"name": d.name, "rows": key_of("rows", {"rows": validation_rows(c)}), "format": d.format,
+        return {"name": d.name, "rows": held_out_spec(c, "validation"), "format": d.format,
                 "prompt": d.prompt_template if d.format == "plain" else None, "max_seq_len": c.trainer.max_seq_len,
                 "batch_size": c.eval.batch_size}
 
@@ -506,6 +510,29 @@ def test_split_rows(c) -> list[dict]:
     from forgetting.data.formats import load_rows
 
     return load_rows(d, test=True)[: c.eval.limit]
+
+
+def held_out_spec(c, which: str) -> dict:
+    """What the test split (``which="test"``) or the validation rows are read from — a local file by its content's
+    digest (an edited file is a new evaluation), a hub split by its name — with the row mapping and ``eval.limit``:
+    computed without reading a row, so that a plan (and its key) never loads a hub dataset."""
+    from forgetting.data.datasets import downstream_spec
+    from forgetting.data.files import is_local, local_files
+    from forgetting.store import input_sha256
+
+    d = c.dataset
+    file = d.test_path if which == "test" else d.validation_path
+    split = d.test_split if which == "test" else d.validation_split
+    if file is not None:
+        source = {"file": file, **({"sha256": [input_sha256(f) for f in local_files(file)]} if is_local(file) else {})}
+    elif split is not None:
+        source = {"hub": d.path, "subset": d.subset, "split": split}
+    else:  # the last validation_rows rows of the training source
+        source = {"last": d.validation_rows, "of": {k: v for k, v in downstream_spec(d, None).items()
+                                                    if k not in ("limit", "format", "prompt_template")}}
+    mapping = {"builder": d.builder} if d.builder else {"query_field": d.query_field,
+                                                         "response_field": d.response_field}
+    return {**source, "rows": mapping, "limit": c.eval.limit}
 
 
 def has_validation(d) -> bool:

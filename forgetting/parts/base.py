@@ -92,7 +92,8 @@ class Adapter(Part):
 class TrainHook(Part):
     """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose,
     ``training_step`` wraps one micro-batch's forward and backward (e.g. a second pass at perturbed weights),
-    ``gradient`` adds to the step's complete gradient once, ``log`` adds to the logged values. All run in every training process (parts are pickled to DeepSpeed's workers)."""
+    ``gradient`` adds to the step's complete gradient once, ``log`` adds to the logged values. All run in every
+    training process (parts are pickled to DeepSpeed's workers)."""
 
     hf_optim: ClassVar[str | None] = None  # an optimizer part: the HF Trainer's ``optim`` name
 

@@ -9,9 +9,10 @@ A run is a list of segments (:func:`segments`), each a stage of its own: the fir
 segment; warmup–stable–decay (paper 003 App. A.2.2) is the stable prefix (warmup, then a constant lr) and the
 decay (linear over ``decay_ratio`` of the steps, to ``decay_floor`` × lr at its last step: 10%, paper 003 §3.3), so
 bases that differ only in their decay — AdamW or SAM there — share the stored prefix. SAM (``rho > 0``) runs in every
-segment, or only in the decay (``sam_phase: decay``). The result is an ordinary HF checkpoint (safetensors + tokenizer), plus the optimizer state
-(``optimizer.pt``) its continuations start from. ``model.midtrain`` (any base: toy, GGUF, hub) is one more
-``continue`` segment, on the toy corpus or a local jsonl (paper 003's mid-training of OLMo-2-1B with SAM).
+segment, or only in the decay (``sam_phase: decay``). The result is an ordinary HF checkpoint (safetensors +
+tokenizer), plus the optimizer state (``optimizer.pt``) its continuations start from. ``model.midtrain`` (any base:
+toy, GGUF, hub) is one more ``continue`` segment, on the toy corpus or a local jsonl streamed as packed rows
+(forgetting/data/stream.py), in one or several processes (paper 003's mid-training of OLMo-2-1B with SAM).
 """
 from __future__ import annotations
 

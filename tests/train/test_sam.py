@@ -241,7 +241,8 @@ def test_wsd_decays_linearly_to_a_tenth_of_the_peak_at_its_last_step():
     assert decay["steps"] == 20 and stable["steps"] == 180
     name, kwargs = schedule(decay)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=decay["lr"])
-    sched = get_scheduler(name, opt, num_warmup_steps=0, num_training_steps=decay["steps"], scheduler_specific_kwargs=kwargs)
+    sched = get_scheduler(name, opt, num_warmup_steps=0, num_training_steps=decay["steps"],
+                          scheduler_specific_kwargs=kwargs)
     lrs = []
     for _ in range(decay["steps"]):
         lrs.append(opt.param_groups[0]["lr"])
