@@ -36,21 +36,29 @@ def steps_to(points: list[tuple[int, float]], target: float) -> Optional[int]:
 
 
 def speedups(runs: list[dict]) -> list[dict]:
-    """Per target base: plain FT's steps to its final downstream loss, and each recycled run's steps to that loss."""
+    """Per target base and run: the steps plain FT needs to reach its final downstream loss, and the steps the run
+    needs to reach that loss — against the FT run of the same target with the same seed and everything else but the
+    method equal (``forgetting.intervals.match_key``: the same lr, the same schedule), never another FT run."""
+    from forgetting.intervals import match_key
+
     out = []
     for base in dict.fromkeys(r.get("base_label", "default") for r in runs):
         mine = [r for r in runs if r.get("base_label", "default") == base and curve(r)]
-        ft = next((r for r in mine if r.get("method") == "ft"), None)
-        if ft is None:
-            continue
-        ft_curve = curve(ft)
-        final = ft_curve[-1][1]
-        ft_steps = steps_to(ft_curve, final)
+        fts = {}
         for r in mine:
-            if r is ft:
+            if r.get("method") == "ft":
+                fts.setdefault(match_key(r), []).append(r)
+        for r in mine:
+            if r.get("method") == "ft":
                 continue
+            ft = fts.get(match_key(r), [])
+            if len(ft) != 1:  # no FT run like it (or an ambiguous pair): no speed-up to report
+                continue
+            ft_curve = curve(ft[0])
+            final = ft_curve[-1][1]
+            ft_steps = steps_to(ft_curve, final)
             n = steps_to(curve(r), final)
-            out.append({"target": base, "run": r["label"], "ft_steps": ft_steps, "steps": n,
+            out.append({"target": base, "run": r["label"], "seed": r.get("seed"), "ft_steps": ft_steps, "steps": n,
                         "speedup": ft_steps / n if n else None})
     return out
 
@@ -99,12 +107,13 @@ def section(runs: list[dict], out_dir: Path) -> str:
     ups = speedups(runs)
     if ups:
         plot(runs, out_dir / "convergence.png")
-        lines = ["## Convergence\n", "Steps to plain FT's final downstream loss on the same target (from the "
-                 "snapshots, `trainer.snapshot_steps`).\n", "| target | run | FT steps | run's steps | speed-up |",
-                 "|:--|:--|--:|--:|--:|"]
+        lines = ["## Convergence\n", "Steps to plain FT's final downstream loss on the same target, FT run with the "
+                 "same seed and lr (from the snapshots, `trainer.snapshot_steps`; every point of a curve evaluated in "
+                 "`model.dtype`).\n", "| target | run | seed | FT steps | run's steps | speed-up |",
+                 "|:--|:--|--:|--:|--:|--:|"]
         for u in ups:
             speed = "—" if u["speedup"] is None else f"{u['speedup']:.2f}×"
-            lines.append(f"| {u['target']} | {u['run']} | {u['ft_steps']} | {u['steps'] or 'not reached'} | "
-                         f"{speed} |")
+            lines.append(f"| {u['target']} | {u['run']} | {u['seed']} | {u['ft_steps']} | "
+                         f"{u['steps'] or 'not reached'} | {speed} |")
         parts.append("\n".join(lines) + "\n\n![convergence](convergence.png)\n")
     return "\n".join(parts)

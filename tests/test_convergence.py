@@ -50,5 +50,20 @@ def test_the_report_carries_both_sections(tmp_path):
         (tmp_path / str(i)).mkdir()
         (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
     md = write_report([tmp_path])
-    assert "| [v1] | 40.0 | 50.0 |" in md and "| v3 | Recycle (v2) | 40 | 20 | 2.00× |" in md
+    assert "| [v1] | 40.0 | 50.0 |" in md and "| v3 | Recycle (v2) | 0 | 40 | 20 | 2.00× |" in md
     assert (tmp_path / "convergence.png").stat().st_size > 1000
+
+
+def test_the_ft_reference_is_the_run_with_the_same_seed_and_lr():
+    def run(label, method, seed, lr, pts):
+        r = _run(label, method, "v3", pts)
+        r["seed"], r["overrides"] = seed, [f"method={method}", f"trainer.lr={lr}", f"seed={seed}"]
+        return r
+
+    runs = [run("FT", "ft", 0, "1e-3", {10: 1.0, 20: 0.5}), run("FT", "ft", 0, "3e-3", {10: 0.4, 20: 0.3}),
+            run("FT", "ft", 1, "1e-3", {10: 2.0, 20: 1.5}),
+            run("R", "recycle", 0, "1e-3", {10: 0.5, 20: 0.45}), run("R", "recycle", 1, "1e-3", {10: 0.6, 20: 0.5}),
+            run("R", "recycle", 0, "1e-2", {10: 0.1, 20: 0.1})]  # no FT at this lr: no speed-up
+    ups = speedups(runs)
+    assert [(u["seed"], u["ft_steps"], u["steps"]) for u in ups] == [(0, 20, 10), (1, 20, 10)]
+    # had the first FT run been the reference for all, seed 1 would have reached FT's 0.5 only at step 20

@@ -241,8 +241,8 @@ class Curve(Evaluator):
             path = ev.model_art.path / "snapshots" / f"step-{n}"
             if n == last:  # the curve ends at the trained model itself
                 model = ev.model
-            elif path.exists():
-                model = load_model(path, "float32", False, None).to(ev.model.device)
+            elif path.exists():  # in the dtype the final model is evaluated in: every point rounded alike
+                model = load_model(path, c.model.dtype, False, None).to(ev.model.device)
             else:  # the run had fewer steps
                 continue
             out[f"curve/{n}/down_loss"] = rows_loss(model, down, tok.pad_token_id, c.eval.batch_size)

@@ -4,7 +4,8 @@ the target's safetensors shards like Wise-FT, each tensor cast back to the targe
     python launch.py method=recycle 'method.recycle_from=[{pretrain: {steps: 300}}]'
 
 Refused in one line: a tensor missing from one of the three models, shapes that differ (vocabulary growth between
-versions is not handled: it would need a rule for the new rows), or tokenizers whose vocabularies differ. The
+versions is not handled: it would need a rule for the new rows), tokenizers whose vocabularies differ (the three
+models' tokenizers are always compared: a model without a readable tokenizer is refused rather than unchecked). The
 artifact's ``recycle.json`` holds diagnostics: ‖Δ‖ (the diff), ‖target − source_base‖ (how far apart the
 versions are) and the cosine between Δ and that version gap.
 
@@ -25,11 +26,25 @@ from safetensors.torch import save_file
 from forgetting.merge.wise_ft import INDEX, ShardReader, _shards
 
 
-def _vocab(model_dir: Path) -> dict | None:
+def _vocab(model_dir: Path) -> dict:
+    """token → id of the model's tokenizer: its tokenizer.json's vocabulary, else what the tokenizer loads to (a
+    slow tokenizer, added tokens included); a model with neither is refused — the check is never skipped."""
     path = model_dir / "tokenizer.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text()).get("model", {}).get("vocab")
+    if path.exists():
+        data = json.loads(path.read_text())
+        vocab = data.get("model", {}).get("vocab")
+        if isinstance(vocab, dict):
+            added = {t["content"]: t["id"] for t in data.get("added_tokens", []) if "content" in t}
+            return {**vocab, **added}
+        if isinstance(vocab, list):  # Unigram models list [piece, score] pairs: the id is the position
+            return {piece[0] if isinstance(piece, list) else piece: i for i, piece in enumerate(vocab)}
+    try:
+        from transformers import AutoTokenizer
+
+        return dict(AutoTokenizer.from_pretrained(str(model_dir)).get_vocab())
+    except Exception as err:  # noqa: BLE001 — any failure to read it is the one-line error below
+        raise ValueError(f"recycle: cannot read the tokenizer of {model_dir} ({type(err).__name__}): expected a "
+                         "tokenizer beside each model, to check that the diff's rows are the same tokens") from None
 
 
 CHUNK = 1 << 20  # elements per slice of the diagnostics: no temporary the size of a whole tensor
@@ -57,10 +72,14 @@ def add_diff(target_dir: Path, src_base_dir: Path, src_tuned_dir: Path, out_dir:
         if missing:
             raise ValueError(f"recycle: the {name} has no tensor {missing[0]!r} (and {len(missing) - 1} more): "
                              "expected the three models to share one architecture")
-    if _vocab(target_dir) is not None and _vocab(src_base_dir) is not None and \
-            _vocab(target_dir) != _vocab(src_base_dir):
-        raise ValueError(f"recycle: the tokenizers of {target_dir} and {src_base_dir} differ: expected one "
-                         "vocabulary (a diff's embedding rows are per token)")
+    vocabs = {name: _vocab(d) for name, d in (("target", target_dir), ("source base", src_base_dir),
+                                               ("source fine-tune", src_tuned_dir))}
+    for name in ("source base", "source fine-tune"):
+        if vocabs[name] != vocabs["target"]:
+            other = src_base_dir if name == "source base" else src_tuned_dir
+            diff = sorted(set(vocabs[name].items()) ^ set(vocabs["target"].items()))[:3]
+            raise ValueError(f"recycle: the tokenizers of {target_dir} and {other} ({name}) differ (e.g. "
+                             f"{diff}): expected one vocabulary (a diff's embedding rows are per token)")
     sums = {"diff": 0.0, "gap": 0.0, "dot": 0.0}
     for shard in sorted(set(maps["target"].values())):
         out = {}

@@ -78,6 +78,14 @@ def test_mismatched_shapes_and_vocabularies_are_refused(three, tmp_path):
     missing = _model(tmp_path / "m", {"w": base["w"]}, {"a": 0, "b": 1})
     with pytest.raises(ValueError, match="the source base has no tensor 'b'"):
         add_diff(t, missing, sf, tmp_path / "o", 1.0)
+    # the fine-tune's tokenizer is checked too: an Instruct model with other tokens at the same ids
+    chat = _model(tmp_path / "c", tuned, {"a": 0, "<|user|>": 1})
+    with pytest.raises(ValueError, match=r"\(source fine-tune\) differ"):
+        add_diff(t, sb, chat, tmp_path / "o", 1.0)
+    # no tokenizer at all: refused, not skipped
+    bare = _model(tmp_path / "n", target)
+    with pytest.raises(ValueError, match="cannot read the tokenizer of .*: expected a tokenizer beside each model"):
+        add_diff(bare, sb, sf, tmp_path / "o", 1.0)
 
 
 VERSIONS = ["model.pretrain.schedule=constant", "model.pretrain.segment_steps=10"]
@@ -145,10 +153,25 @@ def test_named_versions_are_the_written_out_overrides():
     assert named == written
 
 
-def test_snapshots_give_a_convergence_curve_ending_at_the_final_model(store_copy, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_snapshots_give_a_convergence_curve_ending_at_the_final_model(store_copy, tmp_path, dtype):
+    """Every point of the curve is a model in model.dtype: the snapshots (kept in fp32 while training) are rounded
+    as the final model is, so the last point is the final model and the others compare with it."""
     r = _launch(store_copy, tmp_path, "curve", "method=ft", "trainer.max_steps=6", "trainer.snapshot_steps=[2,4]",
-                "eval.downstream_loss=true")
+                "eval.downstream_loss=true", f"model.dtype={dtype}")
     m = r["metrics"]
+    from forgetting.data.encode import encode_pair
+    from forgetting.data.jsonl import read_jsonl
+    from forgetting.evaluate.heldout import rows_loss
+    from forgetting.models import load_model, load_tokenizer
+
+    tuned = store_copy / "train" / r["artifacts"]["model"]
+    tok = load_tokenizer(tuned)
+    world = next((store_copy / "world").glob("[!.]*"))
+    rows = [encode_pair(tok, f"Question : {t['query']}, Answer :", t["response"], 96)
+            for t in read_jsonl(world / "down_test.jsonl")]
+    step2 = load_model(tuned / "snapshots" / "step-2", dtype)
+    assert m["curve/2/down_loss"] == pytest.approx(rows_loss(step2, rows, tok.pad_token_id, 16), rel=1e-5)
     assert [k for k in m if k.startswith("curve/")] == [f"curve/{n}/{w}" for n in (2, 4, 6)  # 6: the final model
                                                        for w in ("down_loss", "heldout_loss")]
     assert m["curve/6/down_loss"] == pytest.approx(m["down/arith/loss"], rel=1e-6)  # the last snapshot is the model
