@@ -59,11 +59,7 @@ PAPERS = {"000": "Context-Free Synthetic Data Mitigates Forgetting",
 GPU_PRESETS = {"olmo_table2": "000", "olmo_table3": "000", "r1_table5": "000",
                "olmo2_sam": "003", "olmo2_recycle": "004", "llama3_recycle": "004"}
 # Cards not written yet, and why: their tests are expected failures (strict: a card that passes must leave this list)
-CARD_PENDING = {
-    "olmo2_sam": "its evaluation suite and model yaml are being changed; card after those land",
-    "olmo2_recycle": "its evaluation suite and model yaml are being changed; card after those land",
-    "llama3_recycle": "its evaluation suite and model yaml are being changed; card after those land",
-}
+CARD_PENDING: dict[str, str] = {}
 
 REQUIRED = ("model", "revision", "data", "lr", "schedule", "warmup", "batch", "steps", "seq_len", "precision",
             "optimizer", "eval_suite", "shots", "metric")
@@ -480,7 +476,7 @@ def render_card(preset: str, card: dict) -> str:
             key += " (" + "; ".join(f"{p}: {', '.join(map(str, _as_list(v)))}" for p, v in e["when"].items()) + ")"
         paper = f"`{_cell(_fmt(e['paper']))}`" if "paper" in e else "not stated"
         if "tolerance" in e:
-            paper += f" (±{e['tolerance']:.0%})"
+            paper += f" (±{e['tolerance'] * 100:g}%)"
         source = _cell(e["source"]) + (f" *{_cell(e['note'])}*" if e.get("note") else "")
         if "here" not in e:
             here = "as the paper"
