@@ -4,6 +4,7 @@
     python launch.py -m method=base,ft,cfs seed=0,1,2   # a sweep; each run writes results.json
     python launch.py +experiment=main                   # the main job (what `make run` runs)
 """
+import errno
 import os
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from forgetting.config import ConfigError, check_inputs, check_installed, compose_error, register, validate
+from forgetting.store import StoreError
 
 register()
 _running = False  # a run started: an exception from here on is the run's, not the command line's
@@ -30,8 +32,14 @@ def main(cfg: DictConfig) -> None:
 
         hc = HydraConfig.get()
         result = run(c, run_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
-    except ConfigError as err:  # also what only a stage's output can reveal, e.g. a bad row of a hub dataset
-        print(f"error: {err}", file=sys.stderr)
+    except (ConfigError, StoreError) as err:  # also what only a stage's output can reveal (a bad row of a hub
+        print(f"error: {err}", file=sys.stderr)  # dataset), and a store that cannot hold a stage (a full disk)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: no space left on the device writing {err.filename or 'a file'}: expected room for the run's "
+              f"outputs (store_dir={cfg.store_dir}, the run directory): free some space and rerun", file=sys.stderr)
         sys.exit(2)
     print(f"[{result['label']} seed={result['seed']}] " + "  ".join(
         f"{k}={v:.4f}" for k, v in result["metrics"].items()))

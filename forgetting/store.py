@@ -21,6 +21,7 @@ locked by another build and ``corrupt`` when a stored copy was rejected) so test
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import functools
 import hashlib
@@ -265,8 +266,12 @@ class Store:
                     shutil.rmtree(tmp)
                 else:
                     os.replace(tmp, final)
-            except BaseException:
+            except BaseException as err:
+                written = _bytes(tmp) if tmp.exists() else 0
+                full = out_of_space(err, self.root)
                 shutil.rmtree(tmp, ignore_errors=True)
+                if full:
+                    raise StoreError(self._full(stage, key, written, err)) from None
                 raise
             shutil.rmtree(self.root / stage / f".work-{key}", ignore_errors=True)
             self.used.append({"stage": stage, "key": key})
@@ -274,6 +279,18 @@ class Store:
         finally:
             self._held.discard((stage, key))
             lock.release()
+
+    def _full(self, stage: str, key: str, written: int, err: BaseException) -> str:
+        """One line for a build the disk could not hold: the store, the stage, what it had written, what is free."""
+        work = self.root / stage / f".work-{key}"
+        kept = _bytes(work) if work.exists() else 0
+        free = shutil.disk_usage(self.root).free
+        where = f" (writing {err.filename})" if getattr(err, "filename", None) else ""
+        return (f"store_dir={self.root}: no space left on the device while building {stage} {key}{where}: it had "
+                f"written {_human(written)} of the artifact" + (f" and keeps {_human(kept)} of checkpoints to resume "
+                                                                 "from" if kept else "") +
+                f", {_human(free)} free now; expected room for the stage's artifact: free some space and rerun (stored "
+                "stages are reused, training resumes from its last whole checkpoint)")
 
     def log(self) -> list[dict]:
         path = self.root / "log.jsonl"
@@ -344,6 +361,26 @@ class Store:
         finally:
             lock.release()
         return True
+
+
+# what the writers underneath say when the disk fills: OSError's errno; safetensors' Rust error; torch.save's writer
+_FULL_TEXT = ("No space left on device", "StorageFull", "Disk quota exceeded")
+
+
+def out_of_space(err: BaseException, root: Path) -> bool:
+    """Whether ``err`` (raised while a stage wrote under ``root``) is the disk filling up: an ENOSPC / EDQUOT OSError,
+    the same failure as safetensors words it, or any error with (almost) no space left when it was raised — torch.save
+    reports a full disk as a bare zip-writer position mismatch ("unexpected pos 5120 vs 5012")."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, Exception):  # KeyboardInterrupt, SystemExit: not the disk
+        return False
+    if any(t in str(err) for t in _FULL_TEXT):
+        return True
+    try:
+        return shutil.disk_usage(root).free < 4 << 20
+    except OSError:
+        return False
 
 
 def _version(package: str) -> Optional[str]:

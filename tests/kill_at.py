@@ -4,7 +4,9 @@
 
 ``KILL_AT=<stage>:<n>``: inside the ``n``-th build of ``<stage>`` (default 1), once its ``make`` has written
 the stage's files into the temp directory and before the store seals and renames it — the moment a kill
-leaves the most behind. ``KILL_AT=train:checkpoint``: mid-training, right after the first checkpoint is saved.
+leaves the most behind. ``KILL_AT=train:checkpoint``: mid-training, right after the first checkpoint is saved;
+``KILL_AT=train:mid-checkpoint``: while the second checkpoint is being written (weights and optimizer on disk, its
+``trainer_state.json`` not yet).
 A signal sent by the process to itself is the same SIGKILL an OOM killer or ``scancel`` sends: no handler,
 ``finally`` or ``atexit`` runs; killing at a known point instead of after a timed wait makes the test exact
 however slow the machine is.
@@ -24,7 +26,19 @@ def die() -> None:
 
 def main() -> None:
     stage, _, when = os.environ["KILL_AT"].partition(":")
-    if when == "checkpoint":
+    if when == "mid-checkpoint":  # the second checkpoint half written: its weights and optimizer, no trainer state
+        from transformers import Trainer
+
+        rng, calls = Trainer._save_rng_state, []
+
+        def rng_then_die(self, *args, **kwargs):
+            rng(self, *args, **kwargs)
+            calls.append(1)
+            if len(calls) == 2:
+                die()
+
+        Trainer._save_rng_state = rng_then_die
+    elif when == "checkpoint":
         from transformers import Trainer
 
         save = Trainer._save_checkpoint

@@ -82,3 +82,34 @@ def test_a_run_killed_inside_each_stage_reruns_to_the_uninterrupted_metrics(micr
     for stage in ("generate", "train", "merge"):  # samples and weights (the resumed training's too), bit for bit
         assert _checksums(store, stage) == _checksums(store_copy, stage)
     assert not [p for p in store.glob("*/.*")], "leftovers of the killed builds remain"
+
+
+def test_a_kill_while_a_checkpoint_is_written_never_wedges_the_run(micro_store, store_copy, tmp_path):
+    """Killed while checkpoint 2 is half written (HF writes its trainer_state.json last): the rerun resumes from
+    checkpoint 1, the last whole one, instead of failing on the half-written one, and ends where an uninterrupted
+    run ends."""
+    args = ["debug=micro", "method=ft", "trainer.save_steps=2"]  # checkpoints at steps 2, 4 of 6
+    reference = run(compose(*args, f"store_dir={store_copy}"), tmp_path / "reference")
+    store = tmp_path / "killed"
+    shutil.copytree(micro_store, store)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": "train:mid-checkpoint"}
+    cmd = [sys.executable, str(ROOT / "tests" / "kill_at.py"), *args, f"store_dir={store}",
+           f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    (work,) = (store / "train").glob(".work-*")
+    assert (work / "checkpoint-4").is_dir() and not (work / "checkpoint-4" / "trainer_state.json").exists()
+    proc = _launch_with(args, store, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "results.json").read_text())
+    (train,) = _landed(store, "train")
+    assert json.loads((store / "train" / train / "train_summary.json").read_text())["resumed_from"].endswith(
+        "checkpoint-2")
+    assert result["metrics"] == reference["metrics"]
+    assert _checksums(store, "train") == _checksums(store_copy, "train")
+
+
+def _launch_with(args, store, run_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"store_dir={store}",
+                           f"hydra.run.dir={run_dir}"], env=env, capture_output=True, text=True, timeout=600)

@@ -10,6 +10,8 @@ token-mean loss; augmentation rows carry ``w = method.weight`` (λ of the paper'
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 from functools import partial
 from pathlib import Path
@@ -19,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from forgetting.data.encode import IGNORE, Collator
 from forgetting.models import DTYPES
+
+log = logging.getLogger("forgetting")
 
 
 class Rows(Dataset):
@@ -114,6 +117,29 @@ class Snapshots(TrainerCallback):
             tmp.rename(target)
 
 
+def last_complete_checkpoint(work_dir: Path, remove: bool = True) -> str | None:
+    """The newest ``checkpoint-N`` in ``work_dir`` that is whole: HF writes a checkpoint's ``trainer_state.json``
+    last, after the weights, optimizer, scheduler and RNG states, so a checkpoint whose state file parses and says step
+    N is complete. Newer ones that a kill or a full disk cut short are ignored (and removed, by the main process), so a
+    rerun resumes from the last whole one instead of failing on a half-written one."""
+    if not work_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), p) for p in work_dir.iterdir()
+                    if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))), reverse=True)
+    for step, path in found:
+        try:
+            whole = json.loads((path / "trainer_state.json").read_text()).get("global_step") == step
+        except (OSError, ValueError):
+            whole = False
+        if whole:
+            return str(path)
+        log.warning("checkpoint %s is incomplete (a kill or a full disk while it was written): %s", path,
+                    "removed; resuming from the one before" if remove else "skipped")
+        if remove:
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Path, t, *, steps: int, seed: int = 0,
         hooks: Sequence = (), use_cpu: bool = True, configured_state: bool = False, report_to: str = "none",
         save_dtype: str | None = None, init_optimizer: Path | None = None, keep_optimizer: bool = False) -> dict:
@@ -161,7 +187,7 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
     snapshots = Path(work_dir) / "snapshots"
     if t.snapshot_steps:
         trainer.add_callback(Snapshots(t.snapshot_steps, snapshots))
-    resume = get_last_checkpoint(str(work_dir)) if Path(work_dir).exists() else None
+    resume = last_complete_checkpoint(Path(work_dir), args.should_save)
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_deepspeed_enabled:
         # every rank joins the gather; rank 0 writes the 16-bit weights, or the ZeRO checkpoint when
