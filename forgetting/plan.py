@@ -662,7 +662,9 @@ def render(c: Config, steps: list[Step], device: Device, why: str, label: str = 
              f"{' per device' if device.gpu else ' available host RAM'}, {why}) at MFU {c.plan.mfu:g}"]
     try:
         a = arch_of(c)
-        lines.append(f"  model     {a.params / 1e9:.3g}B parameters: {a.layers} layers, hidden {a.hidden}, {a.heads} "
+        count = next(f"{a.params / d:.3g}{u}" for d, u in ((1e9, "B"), (1e6, "M"), (1e3, "K"), (1, ""))
+                     if a.params >= d)
+        lines.append(f"  model     {count} parameters: {a.layers} layers, hidden {a.hidden}, {a.heads} "
                      f"heads ({a.kv_heads} key-value), MLP {a.intermediate}, vocabulary {a.vocab}"
                      f"{', tied' if a.tied else ''} (from {a.source})")
     except ConfigError as err:
