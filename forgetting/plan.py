@@ -244,18 +244,19 @@ class _Planner:
                             host=f"host RAM ~{human(2 * 4 * a.params)} (two fp32 copies)" if a else "")
             else:
                 seg = spec["segment"]
+                procs = seg.get("num_processes", 1)
                 what = ("pretraining" if stage == "pretrain" else "continued pretraining") + \
-                    f", {seg['steps']} steps of {seg['batch_size'] * seg['grad_accum']} × {seg['seq_len']} tokens" + \
+                    f", {seg['steps']} steps of {seg['batch_size'] * seg['grad_accum'] * procs} × {seg['seq_len']} " \
+                    f"tokens" + (f" on {procs} devices" if procs > 1 else "") + \
                     (f", SAM ρ {seg['rho']}" if seg["rho"] > 0 else "")
                 step = Step(stage, None, what)
                 if a is not None:
-                    setup = TrainSetup(micro_batch=seg["batch_size"], seq_len=seg["seq_len"],
-                                       grad_accum=seg["grad_accum"], weights="float32", autocast=seg["bf16"],
-                                       sam=seg["rho"] > 0, gpu=self.device.gpu)
-                    tokens = seg["steps"] * seg["batch_size"] * seg["grad_accum"] * seg["seq_len"]
+                    setup = segment_setup(seg, self.device.gpu)
+                    tokens = seg["steps"] * seg["batch_size"] * seg["grad_accum"] * setup.processes * seg["seq_len"]
                     self.train_estimate(step, a, setup, tokens, "bfloat16" if seg["bf16"] else "float32",
-                                        fix=(lambda: _midtrain_fixes(c, a, self.device)) if stage == "continue"
-                                        and c.model.midtrain.steps > 0 else None)
+                                        devices=setup.processes, fix=(lambda seg=seg: _midtrain_fixes(
+                                            seg, a, self.device)) if stage == "continue" and
+                                        c.model.midtrain.steps > 0 else None)
             self.add(step, art, why)
             parent = art
         return parent
@@ -391,8 +392,8 @@ class _Planner:
         if a is not None:
             e = c.eval
             context, assumed = eval_context(c, a, names)
-            gen_tokens = max([e.max_gen_toks] + ([b.max_new_tokens for b in e.generative]
-                                                 if c.generator.backend == "hf" else []))
+            gen_tokens = max([e.max_gen_toks, int(e.gen_kwargs.get("max_gen_toks") or 0)] +
+                             ([b.max_new_tokens for b in e.generative] if c.generator.backend == "hf" else []))
             est = eval_memory(a, c.model.dtype, e.batch_size, context, gen_tokens, self.device.gpu)
             if assumed:
                 step.why = (f"sized at {e.batch_size} × {context} tokens per batch before new tokens (the tasks' "
@@ -534,11 +535,27 @@ def downstream_rows(c: Config, count: bool = True) -> tuple[int | None, str]:
 
 def _zero(t) -> tuple[int, bool, bool] | None:
     """(ZeRO stage, optimizer offloaded, parameters offloaded) of a trainer config under DeepSpeed, else None."""
-    if t.deepspeed is None:
+    return zero_of(t.deepspeed)
+
+
+def zero_of(deepspeed: dict | None) -> tuple[int, bool, bool] | None:
+    """(ZeRO stage, optimizer offloaded, parameters offloaded) of a DeepSpeed config; None ({} or null) for none."""
+    if not deepspeed:
         return None
-    z = t.deepspeed.get("zero_optimization") or {}
+    z = deepspeed.get("zero_optimization") or {}
     return (int(z.get("stage", 0)), (z.get("offload_optimizer") or {}).get("device", "none") != "none",
             (z.get("offload_param") or {}).get("device", "none") != "none")
+
+
+def segment_setup(seg: dict, gpu: bool, micro_batch: int | None = None, grad_accum: int | None = None) -> TrainSetup:
+    """A pretraining or continued-pretraining segment's step (``forgetting.toy.pretrain``): fp32 weights (the parent
+    loaded in fp32), AdamW, SAM when ρ > 0, its processes and DeepSpeed config; no checkpointing."""
+    ds = zero_of(seg.get("deepspeed"))
+    return TrainSetup(micro_batch=micro_batch or seg["batch_size"], seq_len=seg["seq_len"],
+                      grad_accum=grad_accum or seg["grad_accum"], processes=seg.get("num_processes", 1),
+                      weights="float32", autocast=seg["bf16"] and ds is None, sam=seg["rho"] > 0,
+                      zero_stage=ds[0] if ds else None, ds_bf16=seg["bf16"], offload_optimizer=bool(ds and ds[1]),
+                      offload_param=bool(ds and ds[2]), gpu=gpu)
 
 
 def train_setup(c: Config, gpu: bool) -> TrainSetup:
@@ -615,17 +632,15 @@ def _train_fixes(c: Config, a: Arch, device: Device, flops: float = 0.0, mfu: fl
     return None
 
 
-def _midtrain_fixes(c: Config, a: Arch, device: Device) -> str | None:
+def _midtrain_fixes(seg: dict, a: Arch, device: Device) -> str | None:
     """A smaller micro-batch of the continued pretraining, with the accumulation that keeps its batch."""
-    m = c.model.midtrain
-    b = m.batch_size // 2
+    b, batch = seg["batch_size"] // 2, seg["batch_size"] * seg["grad_accum"]
     while b >= 1:
-        if (m.batch_size * m.grad_accum) % b == 0:
-            accum = m.batch_size * m.grad_accum // b
-            e = train_memory(a, TrainSetup(micro_batch=b, seq_len=m.seq_len, grad_accum=accum, autocast=m.bf16,
-                                           sam=m.rho > 0, gpu=device.gpu))
-            if fits(e.peak, device.memory) == "fits":
-                return f"model.midtrain.batch_size={b} model.midtrain.grad_accum={accum} (~{human(e.peak)})"
+        if batch % b == 0:
+            e = train_memory(a, segment_setup(seg, device.gpu, micro_batch=b, grad_accum=batch // b))
+            memory = device.memory if device.gpu else device.memory // seg.get("num_processes", 1)
+            if fits(e.peak, memory) == "fits":
+                return f"model.midtrain.batch_size={b} model.midtrain.grad_accum={batch // b} (~{human(e.peak)})"
         b //= 2
     return None
 
