@@ -24,12 +24,40 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from forgetting.config import Config, ConfigError
-from forgetting.estimate import (DEVICES, DTYPE_BYTES, EVAL_CONTEXT, TOLERANCE, Arch, Device, Estimate, TrainSetup,
-                                 duration, eval_memory, fisher_memory, fits, generate_flops, hf_generate_memory,
-                                 host_device, human, seconds, train_flops, train_memory, vllm_memory)
 from forgetting.data.mix import n_augment, train_steps
-from forgetting.pipeline import (Inputs, base_chain, evaluate_spec, hub_artifact, merge_spec, pretrain_seed,
-                                 train_dtype, train_spec, world_spec)
+from forgetting.estimate import (
+    DEVICES,
+    DTYPE_BYTES,
+    EVAL_CONTEXT,
+    TOLERANCE,
+    Arch,
+    Device,
+    Estimate,
+    TrainSetup,
+    duration,
+    eval_memory,
+    fisher_memory,
+    fits,
+    generate_flops,
+    hf_generate_memory,
+    host_device,
+    human,
+    seconds,
+    train_flops,
+    train_memory,
+    vllm_memory,
+)
+from forgetting.pipeline import (
+    Inputs,
+    base_chain,
+    evaluate_spec,
+    hub_artifact,
+    merge_spec,
+    pretrain_seed,
+    train_dtype,
+    train_spec,
+    world_spec,
+)
 from forgetting.store import Artifact, Store, key_of
 
 UNKNOWN = "?"
@@ -600,7 +628,7 @@ def _train_fixes(c: Config, a: Arch, device: Device, flops: float = 0.0, mfu: fl
                         if effective % (b * p) == 0:
                             options.append((p, opt != c.method.optimizer, zero is not None, ckpt, b, zero, opt))
                         b //= 2
-    for p, opt_changed, zero_changed, ckpt, b, zero, opt in sorted(
+    for p, opt_changed, _, ckpt, b, zero, opt in sorted(
             options, key=lambda o: (o[1], o[0], o[2], o[3] != t.gradient_checkpointing, -o[4])):
         overrides = {}
         if zero:

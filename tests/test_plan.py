@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import CONF, ROOT, compose
 
-from forgetting.estimate import DEVICES, GiB, TOLERANCE, Arch, TrainSetup, fits, train_memory
+from forgetting.estimate import DEVICES, TOLERANCE, Arch, GiB, TrainSetup, fits, train_memory
 from forgetting.pipeline import plan as pipeline_plan
 from forgetting.pipeline import run
 from forgetting.plan import arch_of, stages, with_overrides
