@@ -3,6 +3,7 @@
     python launch.py                                    # FT on the toy world
     python launch.py -m method=base,ft,cfs seed=0,1,2   # a sweep; each run writes results.json
     python launch.py +experiment=main                   # the main job (what `make run` runs)
+    python launch.py +experiment=olmo_table2 --plan     # what it would build, with keys, memory and time; runs nothing
 """
 import errno
 import os
@@ -18,6 +19,8 @@ from forgetting.store import StoreError
 
 register()
 _running = False  # a run started: an exception from here on is the run's, not the command line's
+PLAN_FLAG = "--plan"  # not a Hydra flag: cli() takes it off the command line (forgetting/plan.py)
+PLAN_ENV = "FORGETTING_PLAN"  # set in plan mode, for the sweep callback (forgetting/callbacks.py)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -26,8 +29,19 @@ def main(cfg: DictConfig) -> None:
     _running = True
     try:
         c = validate(cfg)
+        if os.environ.get(PLAN_ENV) == "1":  # print what would run; load, build and write nothing
+            from forgetting.pipeline import label_of
+            from forgetting.plan import print_plan
+
+            hc = HydraConfig.get()
+            print_plan(c, label_of(c, list(hc.overrides.task)), Path(hc.runtime.output_dir))
+            _running = False
+            return
         check_installed(c)  # optional extras (vLLM) the run needs, before any stage starts
         check_inputs(c)  # the store, data files, tasks, model and tokenizer: before any stage starts
+        from forgetting.plan import preflight
+
+        preflight(c)  # every stage to build fits its device (estimated, forgetting/estimate.py)
         from forgetting.pipeline import run
 
         hc = HydraConfig.get()
@@ -51,6 +65,11 @@ def cli() -> None:
     several); HYDRA_FULL_ERROR=1 keeps Hydra's traceback."""
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises composition errors to us instead of printing them
+    if PLAN_FLAG in sys.argv[1:]:
+        # every job of a sweep prints its plan, here: a launcher that submits jobs (SLURM) would queue them
+        sys.argv = [a for a in sys.argv if a != PLAN_FLAG and not a.startswith("hydra/launcher=")]
+        sys.argv.append("hydra/launcher=basic")
+        os.environ[PLAN_ENV] = "1"
     try:
         main()
     except Exception as err:

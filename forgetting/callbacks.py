@@ -2,9 +2,11 @@
 log it as an artifact of a ``report`` run in the sweep's W&B group).
 
     python launch.py -m method=base,ft,cfs       # ends with the table, report.md/.csv and frontier.png
+    python launch.py -m method=base,ft,cfs --plan    # ends with the sweep's plan: distinct stages, time, what fits
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,13 @@ class Report(Callback):
         from forgetting.report import NoResults, write_report
 
         sweep = Path(config.hydra.sweep.dir)
+        if os.environ.get("FORGETTING_PLAN") == "1":  # launch.py --plan: plans, no results; their summary
+            from forgetting.plan import summary
+
+            text = summary(sweep)
+            if text:
+                print("\n" + text)
+            return
         try:
             markdown = write_report([sweep], sweep)
         except NoResults as err:

@@ -182,7 +182,7 @@ def set_keys(preset: str, choices: dict[str, str], c, sweep: dict[str, list[str]
     """Every leaf key the preset's yamls set at this point → the file that sets it: the preset, each option it
     composes (following an option's defaults within its group), the eval options its generative suite is made of,
     and the sweep's parameters that are keys rather than groups. Identities (an option's name, a method's label)
-    are left out."""
+    and descriptions no stage reads (``model.card``, ``dataset.n_rows``) are left out."""
     out: dict[str, str] = {}
     preset_yaml = _yaml(CONF / "experiment" / f"{preset}.yaml")
     for key in _leaves({k: v for k, v in preset_yaml.items() if k not in ("defaults", "hydra")}):
@@ -201,7 +201,11 @@ def set_keys(preset: str, choices: dict[str, str], c, sweep: dict[str, list[str]
         if not (CONF / param).is_dir():
             out[param] = f"conf/experiment/{preset}.yaml (sweep)"
     identities = {f"{g}.name" for g in choices} | {"method.label"}
-    return {k: v for k, v in out.items() if k not in identities and not re.fullmatch(r"eval\.generative\.\w+\.name", k)}
+    # what an option says about itself that no stage reads: its model's architecture and its dataset's size as
+    # their cards state them, for --plan (forgetting/plan.py)
+    described = ("model.card.", "dataset.n_rows")
+    return {k: v for k, v in out.items() if k not in identities and not k.startswith(described)
+            and not re.fullmatch(r"eval\.generative\.\w+\.name", k)}
 
 
 def _package(path: Path, group: str) -> str:

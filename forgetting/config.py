@@ -170,6 +170,30 @@ class MidtrainConfig:
             _check(len(self.mix) == 4 and min(self.mix) >= 0 and sum(self.mix) > 0, "model.midtrain.mix",
                    list(self.mix), "4 weights >= 0, not all 0: fact, category, agreement, pattern")
 
+
+@dataclass
+class ModelCard:
+    """A hub (or GGUF) model's architecture as its model card and config.json state it: what ``--plan`` and the
+    preflight memory check (forgetting/plan.py) read when no ``config.json`` is at hand (the local hub cache, the
+    store's GGUF import). Never read by a stage: it changes no key."""
+
+    num_layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None  # null: num_heads (no grouped-query attention)
+    intermediate_size: Optional[int] = None
+    vocab_size: Optional[int] = None
+    tied_embeddings: Optional[bool] = None
+    max_position_embeddings: Optional[int] = None
+    params: Optional[int] = None  # the card's parameter count: a check of the numbers above (tests/test_plan.py)
+
+    def __post_init__(self) -> None:
+        for key in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+                    "max_position_embeddings", "params"):
+            value = getattr(self, key)
+            _check(value is None or value > 0, f"model.card.{key}", value, "a positive integer or null")
+
+
 @dataclass
 class ModelConfig:
     name: str = "toy"
@@ -186,6 +210,7 @@ class ModelConfig:
     arch: ToyArchConfig = field(default_factory=ToyArchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     midtrain: MidtrainConfig = field(default_factory=MidtrainConfig)
+    card: ModelCard = field(default_factory=ModelCard)
 
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf", "gguf"), "model.source", self.source, "'toy', 'hf' or 'gguf'")
@@ -308,6 +333,9 @@ class DatasetConfig:
     validation_path: Optional[str] = None
     validation_split: Optional[str] = None
     validation_rows: int = 0
+    # the rows ``path`` and ``mix_with`` hold, as the dataset card states them (before ``limit``): the step count
+    # --plan reports when the rows are not local (forgetting/plan.py). Never read by a stage
+    n_rows: Optional[int] = None
 
     def __post_init__(self) -> None:
         import re
@@ -325,6 +353,7 @@ class DatasetConfig:
                 _check_data_file("dataset.mix_with", other)
         _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
+        _check(self.n_rows is None or self.n_rows > 0, "dataset.n_rows", self.n_rows, "a positive integer or null")
         for key in ("test_path", "test_split"):
             _check(self.source != "toy" or getattr(self, key) is None, f"dataset.{key}", getattr(self, key),
                    "null with dataset.source=toy (the toy world's test split is the lm-eval task toy_arith)")
@@ -727,6 +756,23 @@ class LoggerConfig:
 
 
 @dataclass
+class PlanConfig:
+    """What ``--plan`` estimates on (forgetting/plan.py, docs/plan.md): a named device of
+    ``forgetting.estimate.DEVICES`` and the model FLOPs utilization its time estimates assume. Read by no stage."""
+
+    # null: what ``device=`` implies: cpu → this machine; cuda → the GPU torch sees, else h100_80gb
+    device: Optional[str] = None
+    mfu: float = 0.4  # model FLOPs utilization (6N FLOPs per trained token) the times assume
+
+    def __post_init__(self) -> None:
+        from forgetting.estimate import DEVICES
+
+        _check(self.device is None or self.device in DEVICES, "plan.device", self.device,
+               f"null or one of {', '.join(DEVICES)}")
+        _check(0 < self.mfu <= 1, "plan.mfu", self.mfu, "a number in (0, 1]")
+
+
+@dataclass
 class Config:
     world: WorldConfig = field(default_factory=WorldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -737,6 +783,7 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     seed: int = 0  # fine-tuning and generation seed (the toy world has its own: world.seed)
     store_dir: str = ".store"  # the artifact store, shared by every run that points at it
     device: str = "cpu"

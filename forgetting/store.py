@@ -192,9 +192,11 @@ class KeyLock:
 
 
 class Store:
-    def __init__(self, root: str | os.PathLike, verify: Optional[str] = None):
+    def __init__(self, root: str | os.PathLike, verify: Optional[str] = None, create: bool = True):
+        """``create=False``: only look (``--plan`` writes nothing, not even the store's directory)."""
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.full = verify_mode(verify) == "full"
         self.used: list[dict] = []  # every artifact this process got from build(), in order: results.json keeps it
         self._held: set[tuple[str, str]] = set()

@@ -55,6 +55,10 @@ LEAVES: dict[str, tuple] = {
     "model.pretrain.segment_steps": (None, "skip: with schedule constant only (tests/merge/test_diff.py)"),
     "model.pretrain.sam_phase": (None, "skip: only with schedule wsd and rho > 0 (tests/train/test_sam.py)"),
     "model.pretrain.per_run_seed": (True, "none"),  # at seed 0 the same base (test_per_run_seed_replicates_the_base)
+    # the architecture --plan reads when no config.json is at hand (tests/test_plan.py): no stage reads it
+    **{f"model.card.{k}": (v, "none") for k, v in dict(
+        num_layers=2, hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128, vocab_size=500,
+        tied_embeddings=True, max_position_embeddings=256, params=10**6).items()},
     "method.name": ("other", "none"),
     "method.label": ("other", "none"),
     "method.train": (None, "skip: structural (the base preset)"),
@@ -89,6 +93,7 @@ LEAVES: dict[str, tuple] = {
     "dataset.answer_pattern": ("(\\d+)", "none"),
     **{f"dataset.{k}": (None, "skip: only with dataset.source hf or jsonl (tests/data/test_validation_rows.py)")
        for k in ("validation_path", "validation_split", "validation_rows")},
+    "dataset.n_rows": (1000, "none"),  # --plan's step count when the rows are not local (tests/test_plan.py)
     "eval.name": ("other", "none"),
     "eval.tasks": (["toy_facts"], "eval"),
     "eval.downstream": ([], "eval"),
@@ -157,6 +162,8 @@ LEAVES: dict[str, tuple] = {
     "store_dir": ("/tmp/elsewhere", "none"),
     "device": ("cuda", "none"),
     "label": ("mine", "none"),
+    "plan.device": ("a100_40gb", "none"),  # what --plan estimates on (tests/test_plan.py)
+    "plan.mfu": (0.5, "none"),
 }
 
 

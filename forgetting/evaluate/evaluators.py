@@ -387,9 +387,7 @@ class BaseSamples(Evaluator):
             pairs = row_losses(ev.model if ev.model_art == base else load(c, base)[0], rows, pad, batch)
             (out / "losses.json").write_text(json.dumps(pairs))
 
-        spec = {"model": base, "samples": base_samples_spec(c, base), "n": c.eval.base_samples, "batch_size": batch,
-                "dtype": c.model.dtype}
-        scored = ev.store.build("score", spec, score)
+        scored = ev.store.build("score", score_spec(c, base), score)
         on_base = [tuple(p) for p in json.loads((scored.path / "losses.json").read_text())]
         on_model = on_base if ev.model_art == base else row_losses(ev.model, rows, pad, batch)
         ids = [r["ids"] for r in samples]
@@ -474,6 +472,12 @@ def base_samples_spec(c, base) -> dict:
     return context_free_spec(base, heldout_generator(c), c.model.dtype,
                              {"token": c.model.bos_token, "id": c.model.bos_token_id},
                              starts_spec(heldout_starts(c)))
+
+
+def score_spec(c, base) -> dict:
+    """The base's own losses on its held-out samples (a ``score`` artifact, one per base)."""
+    return {"model": base, "samples": base_samples_spec(c, base), "n": c.eval.base_samples,
+            "batch_size": c.eval.batch_size, "dtype": c.model.dtype}
 
 
 def base_samples(c, store, base) -> list[dict]:

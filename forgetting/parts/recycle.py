@@ -97,8 +97,8 @@ class Recycle(Init):
             raise ConfigError("method.recycle_from=[] is invalid: expected the source versions, oldest first, "
                               "as model overrides (e.g. [{pretrain: {steps: 300}}])")
 
-    def _source(self, ctx):
-        """(the source's config, its base, the inputs of its fine-tune)."""
+    def source(self, ctx):
+        """(the source's config, its base, the inputs of its fine-tune), built from nothing (``--plan`` reads it)."""
         from forgetting.pipeline import Inputs, base_chain, hub_artifact
 
         k, c = self.knobs, ctx.c
@@ -115,7 +115,7 @@ class Recycle(Init):
     def source_spec(self, ctx) -> dict:
         from forgetting.pipeline import train_spec
 
-        src, base, inputs = self._source(ctx)
+        src, base, inputs = self.source(ctx)
         tuned = {"hub": self.knobs.recycle_tuned} if self.knobs.recycle_tuned else \
             ctx.store.planned("train", train_spec(src, inputs))
         return {"target": ctx.base, "source_base": base, "source_tuned": tuned, "scale": self.knobs.recycle_scale}
@@ -125,7 +125,7 @@ class Recycle(Init):
         from forgetting.models import model_dir
         from forgetting.pipeline import base_stage, train_stage
 
-        src, _, _ = self._source(ctx)
+        src, _, _ = self.source(ctx)
         c = ctx.c
 
         def local(art, cfg):
