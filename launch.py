@@ -14,7 +14,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from forgetting.config import ConfigError, check_inputs, check_installed, compose_error, register, validate
+from forgetting.checks import check_inputs, check_installed
+from forgetting.compose import compose_error, register, validate
+from forgetting.errors import ConfigError
 from forgetting.store import StoreError
 
 register()

@@ -50,7 +50,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from forgetting.config import register, validate
+    from forgetting.compose import register, validate
 
     register()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -78,7 +78,7 @@ def training_mix(c, world, tokenizer, ratio: float = 1.0, seed: int = 0, samples
     from forgetting.data.datasets import load_downstream
     from forgetting.data.encode import encode_ids, encode_text
     from forgetting.data.jsonl import read_jsonl
-    from forgetting.pipeline import encode_example
+    from forgetting.runtime import encode_example
 
     down = load_downstream(c.dataset, world)
     rows = [encode_example(tokenizer, c, r["query"], r["response"]) for r in down]
@@ -156,7 +156,8 @@ def real_model(checkpoint: str | None = None, *overrides: str):
     (model=smollm2_135m, imported once from its GGUF file into the project's store, ROOT/.store), or the plain
     checkpoint directory ``checkpoint`` (default: $BENCH_CHECKPOINT) standing in for it. The toy world, for its
     arithmetic rows, lives in the same store."""
-    from forgetting.pipeline import base_stage, tokenizer_of, world_stage
+    from forgetting.pipeline import base_stage, world_stage
+    from forgetting.runtime import tokenizer_of
     from forgetting.store import Artifact, Store
 
     checkpoint = checkpoint or os.environ.get("BENCH_CHECKPOINT")

@@ -55,11 +55,11 @@ sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 from hydra import compose, initialize_config_dir
-from forgetting.config import register, validate
+from forgetting.compose import register, validate
 register()
 with initialize_config_dir(config_dir=sys.argv[1] + "/conf", version_base="1.3"):
     c = validate(compose(config_name="config", overrides=json.loads(sys.argv[3])))
-from forgetting.pipeline import Inputs, base_stage, train_stage, world_stage
+from forgetting.pipeline import base_stage, inputs_of, train_stage, world_stage
 from forgetting.store import Store
 import transformers.trainer, peft, accelerate  # noqa: F401  (a run has them loaded before its stage)
 from forgetting.train import fit  # noqa: F401
@@ -72,7 +72,7 @@ world = world_stage(c, store) if c.needs_world() else None
 base = base_stage(c, store, world)
 for stage in ("train", "generate"):  # measured again, not reused
     shutil.rmtree(store.root / stage, ignore_errors=True)
-inputs = Inputs(c, store, base, world)
+inputs = inputs_of(c, store, base, world)
 rows = inputs.downstream()
 tokenizer = inputs.tokenizer()
 baseline = status_kb("VmRSS")
@@ -125,7 +125,7 @@ def estimate(overrides: list[str], what: str = "train"):
     """The plan's estimate (forgetting.estimate.Estimate) of that stage on this machine (CPU)."""
     from hydra import compose, initialize_config_dir
 
-    from forgetting.config import register, validate
+    from forgetting.compose import register, validate
     from forgetting.estimate import host_device
     from forgetting.plan import stages
 
@@ -138,7 +138,7 @@ def estimate(overrides: list[str], what: str = "train"):
 
 def prepare(store_dir: Path, overrides: list[str]) -> None:
     """Build the world and base (or the GGUF import) the cases start from, once."""
-    subprocess.run([sys.executable, "-c", CHILD.split("inputs = Inputs")[0], str(ROOT), "none",
+    subprocess.run([sys.executable, "-c", CHILD.split("inputs = inputs_of")[0], str(ROOT), "none",
                     json.dumps([*overrides, f"store_dir={store_dir}"])], check=True, cwd=ROOT, capture_output=True)
 
 

@@ -39,7 +39,7 @@ STEPS, WARMUP = 12, 2
 
 
 def main() -> None:
-    from forgetting.pipeline import load, train_dtype
+    from forgetting.runtime import load, train_dtype
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", help="a plain checkpoint directory instead of model=smollm2_135m")

@@ -54,7 +54,7 @@ def main() -> None:
 
     from forgetting.generate.hf import HFBackend
     from forgetting.generate.sources import make_backend
-    from forgetting.pipeline import generation_model, load
+    from forgetting.runtime import generation_model, load
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", help="a plain checkpoint directory instead of model=smollm2_135m")

@@ -166,7 +166,7 @@ def compose(preset: str, point: dict[str, str]):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from forgetting.config import register, validate
+    from forgetting.compose import register, validate
 
     register()
     overrides = [f"+experiment={preset}", *(f"{k}={v}" for k, v in point.items())]

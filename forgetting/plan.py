@@ -23,8 +23,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from forgetting.config import Config, ConfigError
+from forgetting.compose import Config
 from forgetting.data.mix import n_augment, train_steps
+from forgetting.errors import ConfigError
 from forgetting.estimate import (
     DEVICES,
     DTYPE_BYTES,
@@ -48,16 +49,16 @@ from forgetting.estimate import (
     vllm_memory,
 )
 from forgetting.pipeline import (
-    Inputs,
     base_chain,
     evaluate_spec,
     hub_artifact,
+    inputs_of,
     merge_spec,
     pretrain_seed,
-    train_dtype,
     train_spec,
     world_spec,
 )
+from forgetting.runtime import Inputs, train_dtype
 from forgetting.store import Artifact, Store, key_of
 
 UNKNOWN = "?"
@@ -294,7 +295,7 @@ class _Planner:
         stages (a recycled start), the regularizer's (EWC's Fisher), then the fine-tune. Returns the model."""
         parts = c.method.parts()
         init = parts["init"]
-        inputs = Inputs(c, self.store, base, world)
+        inputs = inputs_of(c, self.store, base, world)
         a = self.arch(c)
         n_down, why_rows = downstream_rows(c, self.count_rows)
         if init.trains():
@@ -682,7 +683,7 @@ def with_overrides(c: Config, overrides: dict) -> Config:
         else:
             OmegaConf.update(node, key, OmegaConf.create({"v": value}).v if isinstance(value, str) else value,
                              merge=False)
-    from forgetting.config import validate
+    from forgetting.compose import validate
 
     return validate(node)
 

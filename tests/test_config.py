@@ -10,7 +10,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 
 GROUP_OPTIONS = sorted(
     (group.name, path.stem)
@@ -75,11 +75,13 @@ def _interpolation(value) -> bool:
 @pytest.mark.parametrize("group,name", [(g, n) for g, n in GROUP_OPTIONS if g in SCHEMAS],
                          ids=[f"{g}/{n}" for g, n in GROUP_OPTIONS if g in SCHEMAS])
 def test_no_option_restates_a_default(group, name):
-    """The dataclasses in forgetting/config.py hold the defaults; an option states only what differs (its name and
-    label are its identity; an interpolation is not a value)."""
+    """The dataclasses in forgetting/config.py (and the method schema of forgetting/compose.py) hold the defaults;
+    an option states only what differs (its name and label are its identity; an interpolation is not a value)."""
+    import forgetting.compose as compose
     import forgetting.config as schema
 
-    defaults = OmegaConf.to_container(OmegaConf.structured(getattr(schema, SCHEMAS[group])))
+    cls = getattr(schema, SCHEMAS[group], None) or getattr(compose, SCHEMAS[group])
+    defaults = OmegaConf.to_container(OmegaConf.structured(cls))
 
     def restated(own: dict, base: dict, prefix: str = "") -> list[str]:
         out = []

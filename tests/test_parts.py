@@ -72,7 +72,7 @@ def test_every_part_pickles_for_training_workers():
     """Trainer hooks travel to DeepSpeed's worker processes by pickle."""
     import pickle
 
-    from forgetting.config import MethodConfig
+    from forgetting.compose import MethodConfig
 
     for preset in ({"regularizer": "l2"}, {"optimizer": "adamw8bit"}, {"adapter": "lora"}):
         parts = MethodConfig(**preset).parts()
@@ -102,7 +102,8 @@ def test_trainer_hooks_wrap_every_micro_batch_step(micro_store, tmp_path):
 
     from forgetting.config import TrainerConfig
     from forgetting.data.datasets import load_downstream
-    from forgetting.pipeline import base_stage, encode_example, load, world_stage
+    from forgetting.pipeline import base_stage, world_stage
+    from forgetting.runtime import encode_example, load
     from forgetting.store import Store
     from forgetting.train.trainer import train
 

@@ -11,7 +11,8 @@ import time
 import pytest
 from conftest import ROOT, compose
 
-from forgetting.pipeline import base_stage, load, run, train_stage, world_stage
+from forgetting.pipeline import base_stage, run, train_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 
 

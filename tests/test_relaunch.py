@@ -19,7 +19,7 @@ def _hydra_config(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from forgetting.config import register
+    from forgetting.compose import register
 
     register()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

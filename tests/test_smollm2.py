@@ -47,7 +47,7 @@ def test_cfs_runs_end_to_end_on_smollm2(smollm2_store, tmp_path):
 
 def test_bos_token_override_accepts_the_token_that_is_also_unk(smollm2_tokenizer):
     """SmolLM2's unk token is <|endoftext|> (id 0); it is still a real token a user may start samples from."""
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
     from forgetting.models import bos_token_id
 
     assert smollm2_tokenizer.unk_token_id == 0

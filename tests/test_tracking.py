@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 
 wandb = pytest.importorskip("wandb", reason="logger=wandb needs the wandb extra (in .[dev])")
 
@@ -190,7 +190,7 @@ def test_multirun_report_is_logged_as_an_artifact_of_a_report_run(tmp_path, wand
     from hydra import initialize_config_dir
 
     from forgetting.callbacks import Report
-    from forgetting.config import register
+    from forgetting.compose import register
 
     sweep = tmp_path / "multirun" / "2026-11-23" / "12-00-00"
     for i, (label, pre, down) in enumerate([("Base", 0.6, 0.0), ("CFS", 0.55, 0.4)]):

@@ -5,7 +5,7 @@
 
 ``datasets`` fails on a bad file late and obscurely (a bare ``StopIteration`` for an empty file, an Arrow error for
 a malformed line or mixed types) and trains silently on empty strings, so ``launch.py`` reads the files itself
-first (``forgetting.config.check_inputs``). The rule: **a file with any bad row is refused**, with the count of bad
+first (``forgetting.checks.check_inputs``). The rule: **a file with any bad row is refused**, with the count of bad
 rows and the first one's line (``.jsonl``) or row number, so that what is trained and scored is what the file says.
 A row is bad when it does not parse, is not an object, lacks a mapped field (``dataset.query_field`` /
 ``response_field``, or what ``dataset.builder`` reads), or maps to a query or response that is not a string or is
@@ -24,7 +24,9 @@ import os
 import re
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from forgetting.config import ConfigError, DatasetConfig
+from forgetting.config import DatasetConfig
+from forgetting.data.builders import BUILDERS
+from forgetting.errors import ConfigError
 
 # extensions that make ``path`` a data file (local, glob, http(s)://, hf://) rather than a hub dataset id
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".json.gz": "json", ".jsonl.gz": "json",
@@ -85,8 +87,6 @@ def row_builder(cfg: DatasetConfig) -> Callable[[dict], dict]:
     """A raw row → ``{"query", "response"}``: ``dataset.builder``, else the two mapped fields."""
     if cfg.builder is None:
         return lambda r: {"query": r[cfg.query_field], "response": r[cfg.response_field]}
-    from forgetting.data.formats import BUILDERS  # (imports torch) only for the datasets that have a builder
-
     if cfg.builder not in BUILDERS:
         raise ConfigError(f"dataset.builder={cfg.builder!r} is invalid: expected one of {sorted(BUILDERS)}")
     return BUILDERS[cfg.builder]

@@ -223,7 +223,7 @@ class Kind:
     grade: Callable[..., list[dict]]  # (responses, problems, code_timeout_s=, workers=) -> one result per pair
 
 
-# The one table of kinds: eval.generative[].kind is checked against it (forgetting/config.py).
+# The one table of kinds: eval.generative[].kind is checked against it (forgetting/compose.py).
 KINDS: dict[str, Kind] = {
     "math": Kind(load_math, lambda q: MATH_INSTRUCTION + " " + q, grade_math),
     "gpqa": Kind(load_gpqa, lambda q: GPQA_INSTRUCTION + " " + q, grade_multiple_choice),

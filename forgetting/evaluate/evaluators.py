@@ -10,8 +10,10 @@ Avg. columns (``forgetting.evaluate.average``: defined once, over every evaluato
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,9 +40,35 @@ class Evaluation:
     examples: dict[str, dict] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric an evaluator declares: the names it covers (``pattern``, fnmatch-style), whether higher is better
+    (None: a diagnostic with no better direction) and whether it enters its group's Avg. (``averaged``; None: when
+    the evaluator lists it among its group's members at run time). The report reads these declarations from
+    ``results.json`` (``metric_info``) instead of guessing from names."""
+
+    pattern: str
+    higher_is_better: bool | None = True
+    averaged: bool | None = False
+
+
+LOSSES = (Metric("*/loss", False), Metric("*/val_loss", False), Metric("*/kl", False), Metric("*perplexity*", False),
+          Metric("*bits_per_byte*", False))
+
+
 class Evaluator:
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True  # reads the model through transformers (False: loads its own engine)
+    runs_last: ClassVar[bool] = False  # after the others (the generative benchmarks: vLLM takes the model's memory)
+    metrics: ClassVar[tuple[Metric, ...]] = ()  # what it measures (first matching pattern wins)
+    Knobs: ClassVar[type | None] = None  # its own settings (``eval.<knob>``), for an evaluator outside EvalConfig
+
+    def describe(self, metric: str, ev: Evaluation) -> dict:
+        """The declaration of one metric it produced: ``{"evaluator", "higher_is_better", "averaged"}``."""
+        found = next((m for m in self.metrics if fnmatch(metric, m.pattern)), Metric("*", None))
+        group = metric.split("/", 1)[0]
+        averaged = found.averaged if found.averaged is not None else metric in ev.members.get(group, [])
+        return {"evaluator": self.name, "higher_is_better": found.higher_is_better, "averaged": averaged}
 
     def active(self, ev: Evaluation) -> bool:
         raise NotImplementedError
@@ -58,6 +86,7 @@ class LmEval(Evaluator):
     (``eval.downstream``), the toy world's included; task directories of ``eval.include_path`` keyed by content."""
 
     name = "lmeval"
+    metrics = (*LOSSES, Metric("*", True, None))
     KNOBS = ("tasks", "downstream", "groups", "fewshot", "metrics", "num_fewshot", "limit", "batch_size",
              "max_gen_toks", "hflm", "gen_kwargs")
 
@@ -122,6 +151,7 @@ class TestSplit(Evaluator):
     """The downstream test split (``dataset.test_path`` / ``test_split``): greedy exact match and answer loss."""
 
     name = "test"
+    metrics = (*LOSSES, Metric("*/exact_match", True, None))
 
     def active(self, ev):
         return ev.c.dataset.test_path is not None or ev.c.dataset.test_split is not None
@@ -137,7 +167,7 @@ class TestSplit(Evaluator):
 
     def run(self, ev):
         from forgetting.evaluate.downstream import score_test_split
-        from forgetting.pipeline import check_answers_fit, encode_example, prompt_ids
+        from forgetting.runtime import check_answers_fit, encode_example, prompt_ids
 
         c, tok = ev.c, ev.tokenizer
         test = test_split_rows(c)
@@ -153,6 +183,7 @@ class HeldoutLoss(Evaluator):
     """The loss on the toy world's held-out pretraining documents (``eval.heldout_loss``)."""
 
     name = "heldout"
+    metrics = LOSSES
 
     def active(self, ev):
         return ev.c.eval.heldout_loss and ev.world is not None
@@ -175,6 +206,7 @@ class DownstreamLoss(Evaluator):
     (``dataset.validation_path`` / ``validation_split`` / ``validation_rows``) → ``down/<name>/val_loss``."""
 
     name = "downstream_loss"
+    metrics = LOSSES
 
     def active(self, ev):
         c = ev.c
@@ -193,7 +225,7 @@ class DownstreamLoss(Evaluator):
 
     def run(self, ev):
         from forgetting.data.jsonl import read_jsonl
-        from forgetting.pipeline import check_answers_fit, encode_example
+        from forgetting.runtime import check_answers_fit, encode_example
 
         c, tok = ev.c, ev.tokenizer
         toy = c.dataset.source == "toy"
@@ -210,6 +242,7 @@ class Curve(Evaluator):
     ``curve/<step>/heldout_loss`` (toy world)."""
 
     name = "curve"
+    metrics = (Metric("curve/*", False),)  # losses at each snapshot
 
     def active(self, ev):
         c = ev.c
@@ -227,7 +260,7 @@ class Curve(Evaluator):
         from forgetting.data.jsonl import read_jsonl
         from forgetting.evaluate.heldout import rows_loss
         from forgetting.models import load_model
-        from forgetting.pipeline import encode_example
+        from forgetting.runtime import encode_example
 
         c, tok = ev.c, ev.tokenizer
         test = read_jsonl(ev.world.path / "down_test.jsonl") if c.dataset.source == "toy" else test_split_rows(c)
@@ -256,6 +289,7 @@ class Robustness(Evaluator):
     forgetting/evaluate/robust.py), on the toy world's held-out documents or the first offline corpus."""
 
     name = "robust"
+    metrics = (Metric("robust/*/increase", False),)  # the loss's rise under noise / NF4
 
     def active(self, ev):
         e = ev.c.eval
@@ -297,6 +331,7 @@ class Sharpness(Evaluator):
     forgetting/evaluate/sharpness.py), on the toy world's held-out documents; trained runs only."""
 
     name = "sharpness"
+    metrics = (Metric("sharp/*", None),)  # curvature and its predictions: diagnostics, no better direction
 
     def active(self, ev):
         return ev.c.eval.sharpness and ev.world is not None and ev.base is not None and ev.model_art != ev.base
@@ -309,7 +344,7 @@ class Sharpness(Evaluator):
         from forgetting.data.encode import Collator, encode_text
         from forgetting.data.jsonl import read_jsonl
         from forgetting.evaluate.sharpness import directional
-        from forgetting.pipeline import load
+        from forgetting.runtime import load
 
         c, tok = ev.c, ev.tokenizer
         texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")][: c.eval.sharpness_docs]
@@ -327,6 +362,7 @@ class Corpora(Evaluator):
     """The loss on held-out real text available offline (``eval.corpora``: the standard library's code, prose)."""
 
     name = "corpora"
+    metrics = LOSSES
 
     def active(self, ev):
         return bool(ev.c.eval.corpora)
@@ -363,6 +399,7 @@ class BaseSamples(Evaluator):
     context-free samples do (``method.starts``; the BOS alone by default)."""
 
     name = "base_samples"
+    metrics = LOSSES
 
     def active(self, ev):
         return ev.c.eval.base_samples > 0
@@ -376,7 +413,7 @@ class BaseSamples(Evaluator):
         from forgetting.data.encode import encode_ids
         from forgetting.evaluate.examples import from_pairs
         from forgetting.evaluate.heldout import ratio, row_losses
-        from forgetting.pipeline import load
+        from forgetting.runtime import load
 
         c, base = ev.c, ev.base or ev.model_art
         samples = base_samples(c, ev.store, base)
@@ -403,6 +440,8 @@ class Generative(Evaluator):
     ``generator.backend`` and graded by their kind (``forgetting.evaluate.benchmarks.KINDS``)."""
 
     name = "generative"
+    runs_last = True
+    metrics = (*LOSSES, Metric("*", True, None))
     needs_model = False  # with vLLM the engine loads its own copy; with hf, run() loads it if nothing else did
 
     def active(self, ev):
@@ -422,13 +461,13 @@ class Generative(Evaluator):
         c, backend, model = ev.c, None, ev.model
         if c.generator.backend != "hf":
             from forgetting.generate.sources import make_backend
-            from forgetting.pipeline import _free_gpu_memory, generation_model
+            from forgetting.runtime import free_gpu_memory, generation_model
 
             model = ev.model = None  # vLLM's engines load their own copy: give the GPU memory back first
-            _free_gpu_memory()
+            free_gpu_memory()
             backend = make_backend(c.generator.backend, *generation_model(c, ev.model_art), gen=c.generator)
         elif model is None:
-            from forgetting.pipeline import load
+            from forgetting.runtime import load
 
             model = ev.model = load(c, ev.model_art)[0]
         try:
@@ -442,13 +481,39 @@ class Generative(Evaluator):
         return gen
 
 
-# in this order: the generative benchmarks last, since a vLLM engine takes the loaded model's memory
+# the registry, in the order they run (``runs_last`` ones after the rest): these, then any registered from outside
+# the package (a module named in FORGETTING_PARTS, imported before the config schema is built: forgetting.parts.load)
 EVALUATORS: list[Evaluator] = [LmEval(), TestSplit(), HeldoutLoss(), DownstreamLoss(), Corpora(), BaseSamples(),
                                Robustness(), Sharpness(), Curve(), Generative()]
 
 
+def register(cls: type[Evaluator]) -> type[Evaluator]:
+    """Class decorator: add an evaluator (its ``name`` unique) to the registry; its ``Knobs`` become ``eval.<knob>``."""
+    if any(x.name == cls.name for x in EVALUATORS):
+        raise ValueError(f"an evaluator named {cls.name!r} is already registered")
+    EVALUATORS.append(cls())
+    return cls
+
+
 def active(ev: Evaluation) -> list[Evaluator]:
-    return [x for x in EVALUATORS if x.active(ev)]
+    on = [x for x in EVALUATORS if x.active(ev)]
+    return [x for x in on if not x.runs_last] + [x for x in on if x.runs_last]
+
+
+def knob_fields() -> list[tuple]:
+    """(name, type, field) of every registered evaluator's own knobs, for the eval schema (forgetting.compose)."""
+    out = []
+    for x in EVALUATORS:
+        if x.Knobs is not None:
+            out += [(f.name, f.type, field(default=f.default) if f.default is not dataclasses.MISSING
+                     else field(default_factory=f.default_factory)) for f in dataclasses.fields(x.Knobs)]
+    return out
+
+
+def knobs_of(evaluator: Evaluator, e) -> Any:
+    """An evaluator's own knobs, read from the eval config ``e`` (checked by its Knobs' ``__post_init__``)."""
+    return evaluator.Knobs(**{f.name: getattr(e, f.name) for f in dataclasses.fields(evaluator.Knobs)})
+
 
 
 def heldout_generator(c):
@@ -485,7 +550,7 @@ def base_samples(c, store, base) -> list[dict]:
     from forgetting.generate import sources
     from forgetting.models import bos_token_id
     from forgetting.parts.context_free import resolve_starts, starts_spec
-    from forgetting.pipeline import generation_model, tokenizer_of
+    from forgetting.runtime import generation_model, tokenizer_of
 
     tokenizer = tokenizer_of(c, base)
     bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)

@@ -12,8 +12,9 @@ so a knob of an inactive part never changes a key. Its hook into the stage it ch
 :mod:`forgetting.parts.base`).
 
 Every module in this package is a part module and is imported by :func:`load`; parts that live elsewhere (your
-own regularizer, a test's) are imported from ``FORGETTING_PARTS`` (comma-separated module names), before the
-config schema is built.
+own regularizer, a test's) and evaluators that live elsewhere (``forgetting.evaluate.evaluators.register``) are
+imported from ``FORGETTING_PLUGINS`` (comma-separated module names; ``FORGETTING_PARTS`` is read too), before the
+config schema is built: one registry mechanism for both.
 """
 from __future__ import annotations
 
@@ -29,12 +30,14 @@ _loaded = False
 
 
 def load() -> None:
-    """Import every part module (once): this package's, then ``FORGETTING_PARTS``'."""
+    """Import every part module (once): this package's, then the plug-in modules of ``FORGETTING_PLUGINS`` and
+    ``FORGETTING_PARTS``."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name != "base"]
-    names += [n.strip() for n in os.environ.get("FORGETTING_PARTS", "").split(",") if n.strip()]
+    for var in ("FORGETTING_PLUGINS", "FORGETTING_PARTS"):
+        names += [n.strip() for n in os.environ.get(var, "").split(",") if n.strip()]
     for name in names:
         importlib.import_module(name)

@@ -181,7 +181,7 @@ def active(method) -> dict[str, Part]:
 
 def check_knob(ok: bool, knob: str, value: Any, expected: str) -> None:
     """A part knob's check, named as the command line sets it (``method.<knob>``)."""
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     if not ok:
         raise ConfigError(f"method.{knob}={value!r} is invalid: expected {expected}")

@@ -33,7 +33,7 @@ def starts_spec(starts: list) -> list[dict]:
 
 def resolve_starts(tokenizer, starts: list, bos_id: int) -> list[tuple[int, float]]:
     """(token id, weight) of each declared start; an entry with neither token nor id is ``bos_id``."""
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
     from forgetting.models import bos_token_id
 
     out = []

@@ -85,7 +85,7 @@ def fisher_stage(ctx, batches: int):
     from safetensors.torch import save_file
 
     from forgetting.data.encode import encode_ids, encode_text
-    from forgetting.pipeline import load
+    from forgetting.runtime import load
 
     c, spec = ctx.c, fisher_spec(ctx, batches)
 
@@ -122,7 +122,7 @@ class EWC(Regularizer):
         return {**self.__dict__, "_tensors": None}
 
     def check(self, config) -> None:
-        from forgetting.config import ConfigError
+        from forgetting.errors import ConfigError
 
         if config.method.adapter != "full":
             raise ConfigError(f"method.adapter={config.method.adapter} is invalid with method.regularizer=ewc: "

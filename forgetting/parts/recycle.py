@@ -60,13 +60,11 @@ def version_overrides(version) -> dict:
     return OmegaConf.to_container(node)
 
 
-def method_preset(name: str, **changes):
-    """The typed method config of ``conf/method/<name>.yaml``, with ``changes``."""
+def method_preset(schema: type, name: str, **changes):
+    """The typed method config (of the run's method ``schema``) of ``conf/method/<name>.yaml``, with ``changes``."""
     from omegaconf import OmegaConf
 
-    from forgetting.config import MethodConfig
-
-    node = OmegaConf.merge(OmegaConf.structured(MethodConfig), OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+    node = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(CONF / "method" / f"{name}.yaml"))
     return dataclasses.replace(OmegaConf.to_object(node), **changes)
 
 
@@ -91,7 +89,7 @@ class Recycle(Init):
         return {"name": self.name}
 
     def check(self, config) -> None:
-        from forgetting.config import ConfigError
+        from forgetting.errors import ConfigError
 
         if not self.knobs.recycle_from:
             raise ConfigError("method.recycle_from=[] is invalid: expected the source versions, oldest first, "
@@ -99,31 +97,27 @@ class Recycle(Init):
 
     def source(self, ctx):
         """(the source's config, its base, the inputs of its fine-tune), built from nothing (``--plan`` reads it)."""
-        from forgetting.pipeline import Inputs, base_chain, hub_artifact
-
         k, c = self.knobs, ctx.c
         chain = k.recycle_from
         changes = {}
         if k.recycle_iterative and len(chain) > 1:
             changes = {"init": "recycle", "recycle_from": chain[:-1], "recycle_iterative": True,
                        "recycle_train": True, "recycle_scale": k.recycle_scale, "recycle_method": k.recycle_method}
-        src = version_config(c, chain[-1], method_preset(k.recycle_method, **changes))
-        steps = base_chain(src, ctx.world)
-        base = ctx.store.planned(*steps[-1]) if steps else hub_artifact(src)
-        return src, base, Inputs(src, ctx.store, base, ctx.world)
+        src = version_config(c, chain[-1], method_preset(type(c.method), k.recycle_method, **changes))
+        stages = ctx.stages
+        steps = stages.base_chain(src, ctx.world)
+        base = ctx.store.planned(*steps[-1]) if steps else stages.hub_artifact(src)
+        return src, base, stages.inputs(src, ctx.store, base, ctx.world)
 
     def source_spec(self, ctx) -> dict:
-        from forgetting.pipeline import train_spec
-
         src, base, inputs = self.source(ctx)
         tuned = {"hub": self.knobs.recycle_tuned} if self.knobs.recycle_tuned else \
-            ctx.store.planned("train", train_spec(src, inputs))
+            ctx.store.planned("train", ctx.stages.train_spec(src, inputs))
         return {"target": ctx.base, "source_base": base, "source_tuned": tuned, "scale": self.knobs.recycle_scale}
 
     def start(self, ctx):
         from forgetting.merge.diff import add_diff
         from forgetting.models import model_dir
-        from forgetting.pipeline import base_stage, train_stage
 
         src, _, _ = self.source(ctx)
         c = ctx.c
@@ -132,9 +126,9 @@ class Recycle(Init):
             return model_dir(cfg.model.path, cfg.model.revision) if art.stage == "hub" else art.path
 
         def make(out):
-            src_base = base_stage(src, ctx.store, ctx.world)
+            src_base = ctx.stages.base_stage(src, ctx.store, ctx.world)
             tuned = model_dir(self.knobs.recycle_tuned) if self.knobs.recycle_tuned else \
-                train_stage(src, ctx.store, src_base, ctx.world).path
+                ctx.stages.train_stage(src, ctx.store, src_base, ctx.world).path
             add_diff(local(ctx.base, c), local(src_base, src), tuned, out, self.knobs.recycle_scale)
 
         return ctx.store.build(self.stage, self.source_spec(ctx), make)

@@ -65,7 +65,7 @@ class SAM(Optimizer):
         return {**self.__dict__, "_batches": []}
 
     def check(self, config) -> None:
-        from forgetting.config import ConfigError
+        from forgetting.errors import ConfigError
 
         if self.knobs.rho > 0 and config.trainer.deepspeed:
             raise ConfigError(f"method.optimizer=sam is invalid with trainer={config.trainer.name} (DeepSpeed): "

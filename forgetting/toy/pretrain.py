@@ -115,7 +115,7 @@ def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
 def segment_model(c, parent):
     """The model a continuation trains: its parent's weights in fp32 (a function, so that each training process
     loads its own; under ZeRO-3, already partitioned)."""
-    from forgetting.pipeline import load
+    from forgetting.runtime import load
 
     return load(c, parent, dtype="float32")[0]
 
@@ -126,10 +126,10 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     as packed rows (``forgetting.data.stream``) and may run in several processes (``num_processes``, ``deepspeed``)."""
     from functools import partial
 
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
     from forgetting.models import load_tokenizer
     from forgetting.parts.sam import SAM, SamKnobs
-    from forgetting.pipeline import tokenizer_of
+    from forgetting.runtime import tokenizer_of
 
     seg = spec["segment"]
     torch.manual_seed(seg["seed"])

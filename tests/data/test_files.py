@@ -10,9 +10,10 @@ import re
 
 import pytest
 
-from forgetting.config import ConfigError, DatasetConfig
+from forgetting.config import DatasetConfig
 from forgetting.data.files import check_file
 from forgetting.data.formats import load_rows
+from forgetting.errors import ConfigError
 
 ROWS = [{"q": f"question {i}", "a": f"The answer is: {i}"} for i in range(5)]
 CFG = DatasetConfig(name="mine", source="hf", path="org/data", query_field="q", response_field="a")

@@ -11,8 +11,8 @@ import json
 import pytest
 from conftest import compose
 
-from forgetting.config import ConfigError
 from forgetting.data.formats import load_rows
+from forgetting.errors import ConfigError
 from forgetting.pipeline import base_stage, evaluate_stage, plan, train_stage, world_stage
 from forgetting.store import Store
 

@@ -41,7 +41,8 @@ def test_a_pattern_without_group_takes_the_whole_match_and_applies_to_both_sides
 
 def test_greedy_decoding_ignores_the_seed(micro_store):
     from forgetting.generate.hf import HFBackend
-    from forgetting.pipeline import base_stage, load, prompt_ids, world_stage
+    from forgetting.pipeline import base_stage, world_stage
+    from forgetting.runtime import load, prompt_ids
     from forgetting.store import Store
 
     c = compose("debug=micro", f"store_dir={micro_store}")

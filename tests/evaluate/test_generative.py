@@ -250,7 +250,8 @@ def test_responses_cut_by_the_token_limit_are_marked_truncated(tok, tmp_path):
 # --------------------------------------------------------------------------------------- real toy model
 
 def test_toy_model_end_to_end_through_hf_backend(micro_store, tmp_path):
-    from forgetting.pipeline import base_stage, load, world_stage
+    from forgetting.pipeline import base_stage, world_stage
+    from forgetting.runtime import load
     from forgetting.store import Store
 
     c = compose("debug=micro", f"store_dir={micro_store}")

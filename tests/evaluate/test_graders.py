@@ -393,7 +393,7 @@ def test_every_benchmark_kind_has_a_loader_an_instruction_and_a_grader():
 def test_an_unknown_kind_is_one_line_naming_the_kinds():
     from conftest import compose
 
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"kind='poetry' is invalid: expected one of math, gpqa, livecodebench"):
         compose("eval.generative=[{name: x, kind: poetry, path: x.jsonl}]")

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import compose
 
-from forgetting.config import ConfigError
 from forgetting.data.offline import corpus
+from forgetting.errors import ConfigError
 from forgetting.pipeline import base_stage, evaluate_stage, train_stage, world_stage
 from forgetting.store import Store
 
@@ -75,7 +75,7 @@ def test_a_held_out_corpus_file_is_scored_by_its_stem_and_keyed_by_its_content(s
 
 
 def test_a_held_out_corpus_must_exist_parse_and_not_be_the_mid_training_corpus(tmp_path):
-    from forgetting.config import check_inputs
+    from forgetting.checks import check_inputs
 
     with pytest.raises(ConfigError, match=r"eval.corpora='web.txt' is invalid: expected one of \['stdlib_code', "
                                           r"'stdlib_prose'\] or a .jsonl file"):

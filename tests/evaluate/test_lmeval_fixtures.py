@@ -95,7 +95,7 @@ def test_include_path_task_overrides_the_builtin_of_the_same_name(monkeypatch):
 def test_a_missing_include_path_fails_at_composition(tmp_path):
     from conftest import compose
 
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^eval.include_path='/nonexistent/tasks' is invalid: expected an existing "
                                           r"directory of lm-eval task YAMLs$"):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, compose
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 from forgetting.evaluate.robust import add_noise_, nf4_linears, nf4_roundtrip, perturbed, robustness, weight_matrices
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 from conftest import compose
 
 from forgetting.generate.sources import context_free
-from forgetting.pipeline import base_stage, load, world_stage
+from forgetting.pipeline import base_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 
 

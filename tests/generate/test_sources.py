@@ -9,7 +9,8 @@ from forgetting.data.datasets import load_downstream
 from forgetting.data.encode import IGNORE, encode_ids, encode_pair, encode_prompt, encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.data.mix import n_augment
-from forgetting.pipeline import base_stage, generate_stage, tokenizer_of, train_stage, world_stage
+from forgetting.pipeline import base_stage, generate_stage, train_stage, world_stage
+from forgetting.runtime import tokenizer_of
 from forgetting.store import Store
 
 

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 from conftest import compose
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 from forgetting.generate.sources import start_sequence
-from forgetting.pipeline import base_stage, generate_stage, plan, tokenizer_of, world_stage
+from forgetting.pipeline import base_stage, generate_stage, plan, world_stage
+from forgetting.runtime import tokenizer_of
 from forgetting.store import Store
 
 MIX = "method.starts=[{weight: 2}, {token: '</s>', weight: 1}]"

@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import ROOT, compose
 
-from forgetting.config import ConfigError, GeneratorConfig, check_installed
+from forgetting.checks import check_installed
+from forgetting.config import GeneratorConfig
+from forgetting.errors import ConfigError
 from forgetting.generate import sources
 from forgetting.generate.vllm import (
     VLLMBackend,
@@ -358,7 +360,8 @@ def _micro(store_root, *overrides):
 def test_generate_stage_through_vllm_writes_hf_rows_reuses_prefixes_and_keeps_samples_apart(
         fake_vllm, store_copy, monkeypatch):
     import forgetting.pipeline as pipeline
-    from forgetting.pipeline import generate_stage, tokenizer_of
+    from forgetting.pipeline import generate_stage
+    from forgetting.runtime import tokenizer_of
 
     def no_hf_model(*args, **kwargs):
         raise AssertionError("generator=vllm must not load the HF model")
@@ -404,7 +407,8 @@ def test_generate_stage_through_vllm_writes_hf_rows_reuses_prefixes_and_keeps_sa
 
 def test_contextual_answers_through_vllm_keep_their_prompts(fake_vllm, store_copy):
     from forgetting.data.datasets import load_downstream
-    from forgetting.pipeline import generate_stage, prompt_ids, tokenizer_of
+    from forgetting.pipeline import generate_stage
+    from forgetting.runtime import prompt_ids, tokenizer_of
 
     c, store, world, base = _micro(store_copy, "method=cs", "generator=vllm", "generator.chunk=16")
     down = load_downstream(c.dataset, world)
@@ -472,7 +476,7 @@ def real_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def real(real_store):
     """(config, store, world, base, tokenizer, engine): the module's one real engine, on the base model."""
-    from forgetting.pipeline import generation_model, tokenizer_of
+    from forgetting.runtime import generation_model, tokenizer_of
 
     c, store, world, base = _micro(real_store, *REAL)
     # tqdm off, as the benchmarks run: vLLM 0.32's progress bar then divided by zero (the stage's engine keeps it on)
@@ -524,7 +528,7 @@ def test_real_greedy_rows_equal_the_hf_backend(real):
     raises temperatures below 0.01 to 0.01, which leaves the micro model's near-ties to chance.)"""
     from forgetting.data.datasets import load_downstream
     from forgetting.generate.hf import HFBackend
-    from forgetting.pipeline import load, prompt_ids
+    from forgetting.runtime import load, prompt_ids
 
     model, tok = load(real.c, real.base)
     prompts = [[tok.bos_token_id]] + [prompt_ids(tok, real.c, r["query"])
@@ -538,7 +542,7 @@ def test_real_greedy_rows_equal_the_hf_backend(real):
 @needs_vllm
 def test_real_samples_do_not_depend_on_their_batch(real):
     from forgetting.data.datasets import load_downstream
-    from forgetting.pipeline import prompt_ids
+    from forgetting.runtime import prompt_ids
 
     bos = real.tok.bos_token_id
     questions = [prompt_ids(real.tok, real.c, r["query"]) for r in load_downstream(real.c.dataset, real.world)[:8]]

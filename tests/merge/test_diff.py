@@ -134,7 +134,7 @@ def test_iterative_and_direct_recycling_key_apart():
 
 
 def test_bad_recycle_settings_are_one_line_errors():
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"method.recycle_from=\[\] is invalid"):
         compose("debug=micro", "method=recycle")
@@ -216,7 +216,7 @@ def test_the_llama3_preset_recycles_a_given_instruct_diff_end_to_end(tiny_r1, tm
 def test_a_source_version_is_itself_whatever_the_target_version():
     """A version laid over another version's model is that version, not a mix (v4 onto the control must not inherit
     the control's init seed; v4 onto v5 must not inherit v5's annealing)."""
-    from forgetting.pipeline import Inputs, base_spec, plan, world_spec
+    from forgetting.pipeline import base_spec, inputs_of, plan, world_spec
     from forgetting.store import Store
 
     v4_ft = plan(compose("version=v4", "method=ft"))["train"]
@@ -224,7 +224,7 @@ def test_a_source_version_is_itself_whatever_the_target_version():
         c = compose(f"version={target}", "method=recycle", "method.recycle_from=[v4]")
         store = Store(c.store_dir)
         world = store.planned("world", world_spec(c))
-        inputs = Inputs(c, store, store.planned(*base_spec(c, world)), world)
+        inputs = inputs_of(c, store, store.planned(*base_spec(c, world)), world)
         assert c.method.parts()["init"].source_spec(inputs)["source_tuned"].key == v4_ft, target
 
 
@@ -253,17 +253,17 @@ def test_a_stage_2_version_trains_on_a_reweighted_corpus(micro_store, tmp_path):
     assert base_stage(c, store, world_stage(c, store)).key == keys["[0,0,0,1]"]
     v5 = plan(compose("version=v5", "method=ft"))["train"]
     assert plan(compose("version=v5_mix", "method=ft"))["train"] != v5
-    from forgetting.pipeline import Inputs, base_spec, world_spec
+    from forgetting.pipeline import base_spec, inputs_of, world_spec
 
     c = compose("version=v5_mix", "method=recycle", "method.recycle_from=[v5]")
     store = Store(c.store_dir)
     world = store.planned("world", world_spec(c))
-    inputs = Inputs(c, store, store.planned(*base_spec(c, world)), world)
+    inputs = inputs_of(c, store, store.planned(*base_spec(c, world)), world)
     assert c.method.parts()["init"].source_spec(inputs)["source_tuned"].key == v5
 
 
 def test_a_bad_mix_is_a_one_line_error():
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.midtrain.mix=\[1.0, 2.0\] is invalid: expected 4 weights"):
         compose("debug=micro", "model.midtrain.mix=[1,2]")
@@ -329,8 +329,9 @@ def test_the_olmo2_preset_recycles_then_fine_tunes_on_tulu_rows_end_to_end(tiny_
 
 
 def test_tulu_rows_and_a_bad_mix_with_file(tmp_path):
-    from forgetting.config import ConfigError, check_inputs
+    from forgetting.checks import check_inputs
     from forgetting.data.formats import load_rows
+    from forgetting.errors import ConfigError
 
     c = compose("dataset=tulu3_math", "dataset.source=jsonl", "dataset.path=tests/fixtures/tulu3_personas_math.jsonl",
                 "dataset.mix_with=[tests/fixtures/tulu3_personas_algebra.jsonl]")
@@ -352,3 +353,19 @@ def test_tulu_rows_and_a_bad_mix_with_file(tmp_path):
         check_inputs(c)  # before any stage, as launch.py checks a run's files
     with pytest.raises(ConfigError, match=r"dataset.mix_with=\['x.jsonl'\] is invalid: expected \[\] with"):
         compose("dataset.mix_with=[x.jsonl]")
+
+
+def test_run_builds_what_plan_plans(store_copy, tmp_path):
+    """One stage graph (forgetting.pipeline.stages), walked to plan and to build: recycling only (no fine-tune after
+    it) with a Wise-FT merge builds the merge plan() names — before, run() skipped the merge silently while plan()
+    derived a key for it."""
+    from forgetting.pipeline import plan, run
+
+    c = compose("debug=micro", f"store_dir={store_copy}", "eval.tasks=[]", "model.pretrain.schedule=constant",
+                "model.pretrain.segment_steps=10", "model.pretrain.steps=20", "method=recycle",
+                "method.recycle_from=[{pretrain: {steps: 10}}]", "method.recycle_train=false", "method.merge=wise_ft")
+    planned = plan(c)
+    result = run(c, tmp_path / "run")
+    assert planned["merge"] is not None and result["artifacts"]["model"] == planned["merge"]
+    used = {(a["stage"], a["key"]) for a in result["artifacts"]["used"]}
+    assert ("merge", planned["merge"]) in used and ("evaluate", planned["evaluate"]) in used

@@ -12,7 +12,8 @@ import torch
 from conftest import compose
 from safetensors.torch import load_file
 
-from forgetting.pipeline import base_stage, load, train_stage, world_stage
+from forgetting.pipeline import base_stage, train_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 from forgetting.train.fit import WeightedTrainer
 from forgetting.train.l2 import ANCHOR, find_l2

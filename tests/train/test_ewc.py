@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, compose
 from safetensors.torch import load_file
 
-from forgetting.config import ConfigError
+from forgetting.errors import ConfigError
 from forgetting.parts.ewc import EWC, EwcKnobs, estimate_fisher, fisher_rows
 
 

@@ -10,7 +10,8 @@ import torch
 from conftest import compose
 
 from forgetting.config import TrainerConfig
-from forgetting.pipeline import base_stage, load, train_stage, world_stage
+from forgetting.pipeline import base_stage, train_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 from forgetting.train.l2 import ANCHOR, find_l2, l2_penalty, with_l2
 
@@ -133,7 +134,7 @@ def _squared_distance(path_a, path_b) -> float:
 
 def _ft_rows(c, world, tokenizer):
     from forgetting.data.datasets import load_downstream
-    from forgetting.pipeline import encode_example
+    from forgetting.runtime import encode_example
 
     return [encode_example(tokenizer, c, r["query"], r["response"]) for r in load_downstream(c.dataset, world)]
 

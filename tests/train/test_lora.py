@@ -12,7 +12,8 @@ from forgetting.config import TrainerConfig
 from forgetting.data.datasets import load_downstream
 from forgetting.data.encode import encode_pair
 from forgetting.parts.lora import with_lora
-from forgetting.pipeline import base_stage, load, train_stage, world_stage
+from forgetting.pipeline import base_stage, train_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 from forgetting.train.trainer import train
 

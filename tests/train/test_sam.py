@@ -13,9 +13,11 @@ import torch
 from conftest import compose
 from safetensors.torch import load_file
 
-from forgetting.config import ConfigError, TrainerConfig
+from forgetting.config import TrainerConfig
+from forgetting.errors import ConfigError
 from forgetting.parts.sam import SAM, SamKnobs
-from forgetting.pipeline import base_stage, load, world_stage
+from forgetting.pipeline import base_stage, world_stage
+from forgetting.runtime import load
 from forgetting.store import Store
 from forgetting.train.trainer import train
 
@@ -81,7 +83,7 @@ def test_accumulated_micro_batches_perturb_once_along_the_whole_batch_gradient()
 @pytest.fixture(scope="module")
 def setup(micro_store):
     from forgetting.data.datasets import load_downstream
-    from forgetting.pipeline import encode_example
+    from forgetting.runtime import encode_example
 
     c = compose("debug=micro", f"store_dir={micro_store}")
     store = Store(micro_store)

@@ -18,7 +18,8 @@ import torch
 from conftest import compose
 
 from forgetting.data.datasets import load_downstream
-from forgetting.pipeline import base_stage, encode_example, load, train_stage, trainable_model, world_stage
+from forgetting.pipeline import base_stage, train_stage, trainable_model, world_stage
+from forgetting.runtime import encode_example, load
 from forgetting.store import Store
 from forgetting.train.trainer import train
 
@@ -198,7 +199,7 @@ def test_lora_under_one_process_zero3(micro_store, tmp_path):
     ("trainer.num_processes=0", "trainer.num_processes=0"),
 ])
 def test_bad_deepspeed_settings_fail_at_compose_time_in_one_line(override, needle):
-    from forgetting.config import ConfigError
+    from forgetting.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         compose("trainer=deepspeed_zero3", override)

@@ -1,0 +1,109 @@
+"""The package's layers: no import circles (every import counts, inside functions too), the schema imports only the
+errors below it, and nothing below the pipeline imports it (parts and evaluators reach it through
+``forgetting.runtime.Inputs.stages``).
+
+    pytest tests/test_layers.py
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+PACKAGE = ROOT / "forgetting"
+# the layers above the pipeline: what may import it
+ABOVE_PIPELINE = {"forgetting.plan", "forgetting.checks", "forgetting.cli"}
+
+
+def imports(root: Path = PACKAGE) -> dict[str, set[str]]:
+    """module → the package's modules it imports (top level or inside functions; a name inside a module counts
+    as the module)."""
+    files = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in root.rglob("*.py")}
+    out: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        found = set()
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                names = [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name and name not in files:
+                    name = name.rpartition(".")[0]
+                if name and name != mod and not mod.startswith(name + "."):
+                    found.add(name)
+        out[mod] = found
+    return out
+
+
+def circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected sets of more than one module (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on.add(start)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    scc = set()
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        scc.add(w)
+                        if w == v:
+                            break
+                    if len(scc) > 1:
+                        out.append(scc)
+    return out
+
+
+def test_circles_are_found():
+    """The check itself: a circle through three modules is found, a chain is not."""
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_import_circles():
+    assert circles(imports()) == []
+
+
+def test_nothing_below_the_pipeline_imports_it():
+    graph = imports()
+    importers = {m for m, deps in graph.items() if "forgetting.pipeline" in deps}
+    assert importers <= ABOVE_PIPELINE, sorted(importers - ABOVE_PIPELINE)
+
+
+def test_the_schema_imports_only_errors():
+    graph = imports()
+    assert graph["forgetting.errors"] == set()
+    assert graph["forgetting.config"] <= {"forgetting.errors"}
