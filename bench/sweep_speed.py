@@ -2,7 +2,7 @@
 commit the cost was measured on (``BEFORE``) and as of this checkout, job by job, alternating.
 
     python -m bench.sweep_speed             # the preset at a quarter of its size (~15 min on 2 cores)
-    python -m bench.sweep_speed --full      # the preset as it is (~50 min): README / docs/performance.md's numbers
+    python -m bench.sweep_speed --full      # the preset as it is (~50 min): docs/performance.md's numbers
 
 Both sides run ``python launch.py +experiment=smollm2 method=<m>`` as a user would (all cores, each tree's own
 preset and code, each in a fresh store of its own, so both import the GGUF and generate their own samples), in the

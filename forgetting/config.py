@@ -412,7 +412,8 @@ class GeneratorConfig:
 @dataclass
 class TrainerConfig:
     name: str = "toy"
-    lr: float = 3e-3  # toy, measured: at 1e-3, 6 epochs leave the toy task mid-curve (FT 93.5%, CFS 36%); README
+    # toy, measured: at 1e-3, 6 epochs leave the toy task mid-curve (FT 93.5%, CFS 36%): docs/papers/000.md
+    lr: float = 3e-3
     epochs: float = 6.0  # over the downstream data; sets the step count, which mixes do not change
     max_steps: Optional[int] = None  # overrides epochs
     step_cap: Optional[int] = None  # a cap on the steps, however a preset sets them (debug=dry: 2)

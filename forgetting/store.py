@@ -148,7 +148,7 @@ class Artifact:
 class KeyLock:
     """An exclusive lock on one key: ``flock`` on ``<stage>/.lock-<key>``. The lock belongs to the open file, so
     it goes away with its holder, however that dies (SIGKILL included); on NFS the client emulates it with a
-    POSIX lock that the server holds (see README, "The store")."""
+    POSIX lock that the server holds (docs/store.md)."""
 
     def __init__(self, path: Path):
         self.path, self.fd = path, None
