@@ -32,7 +32,8 @@ class Report(Callback):
             print(f"report: {err}", file=sys.stderr)
             return
         print("\n" + markdown)
-        print(f"report: {sweep / 'report.md'}, {sweep / 'report.csv'}, {sweep / 'frontier.png'}")
+        written = [sweep / f for f in ("report.md", "report.csv", "frontier.png") if (sweep / f).exists()]
+        print(f"report: {', '.join(map(str, written))}")  # no frontier.png when nothing can be plotted (report.md: why)
         if config.logger.name == "wandb":
             from omegaconf import OmegaConf
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 CURVE = re.compile(r"^curve/(\d+)/down_loss$")
+MAX_PANEL = 6  # lines one panel holds before the plot turns into small multiples, one panel per target
 
 
 def source_of(run: dict) -> Optional[str]:
@@ -76,22 +77,76 @@ def pivot(runs: list[dict], metric: str) -> tuple[list[str], list[str], dict]:
     return rows, cols, {k: statistics.mean(v) for k, v in cells.items()}
 
 
+def series(runs: list[dict]) -> list[dict]:
+    """One convergence curve per (target, label): the mean over its seeds at the steps every seed has, as
+    ``{"target", "label", "method", "points"}``, in sweep order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        if curve(r):
+            groups.setdefault((r.get("base_label", "default"), r["label"]), []).append(r)
+    out = []
+    for (target, label), members in groups.items():
+        curves = [dict(curve(r)) for r in members]
+        steps = sorted(set.intersection(*(set(c) for c in curves)))
+        out.append({"target": target, "label": label, "method": members[0].get("method", ""),
+                    "points": [(s, statistics.mean(c[s] for c in curves)) for s in steps]})
+    return out
+
+
 def plot(runs: list[dict], path: str | os.PathLike) -> None:
+    """Downstream loss per step, one line per run label (seeds averaged). Up to ``MAX_PANEL`` lines: one panel, a
+    colour per target. More, over several targets: small multiples, one panel per target (shared axes), a colour
+    per method and a line style and marker per variant, the same look for the same start on every target; each
+    legend names its runs without the target its panel's title names."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.report import save_plot
+    from forgetting.plots import base_items, brief_labels, save_png, series_styles, split_label, without
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for r in runs:
-        pts = curve(r)
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, label=f"{r['label']} [{r.get('base_label', 'default')}]")
-    save_plot(fig, ax, path, "fine-tuning step", "downstream loss ↓", "Convergence (recycled starts vs plain FT)", 6)
+    lines = series(runs)
+    targets = list(dict.fromkeys(s["target"] for s in lines))
+    if len(targets) > 1 and len(lines) > MAX_PANEL:
+        panels = {t: [s for s in lines if s["target"] == t] for t in targets}
+        for s in lines:  # the panel's title names the target: its legend and look leave it out
+            s["variant"], s["family"] = without(s["label"], base_items(s["target"])), split_label(s["label"])[0]
+    else:
+        panels = {None: lines}
+        for s in lines:
+            s["variant"], s["family"] = s["label"], s["target"] if len(targets) > 1 else split_label(s["label"])[0]
+    looks = series_styles([(s["family"], s["variant"]) for s in lines])
+    families = list(dict.fromkeys(s["family"] for s in lines))
+    for target in panels:  # a panel lists its lines family by family, in the order their colours were given
+        panels[target] = sorted(panels[target], key=lambda s: families.index(s["family"]))
+
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    size = (6.4, 4.8) if len(panels) == 1 else (4.3 * ncols, 3.4 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=100, squeeze=False, sharex=True, sharey=True)
+    flat = list(axes.flat)
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    # one name per look across the panels: what tells the figure's runs apart (the target left to the titles)
+    names, _ = brief_labels([s["variant"] for s in lines])
+    for ax, (target, mine) in zip(flat, panels.items()):
+        for s in mine:
+            ax.plot(*zip(*s["points"]), ms=4, lw=1.4, label=names[s["variant"]], gid=f"series:{s['label']}",
+                    **looks[(s["family"], s["variant"])])
+        if target is not None:
+            ax.set_title(target, fontsize=10)
+        ax.tick_params(labelbottom=True)
+        ax.legend(fontsize=7 if target is None else 6)
+        ax.grid(alpha=0.3)
+    fig.supxlabel("fine-tuning step", fontsize=10)
+    fig.supylabel("downstream loss ↓", fontsize=10)
+    fig.suptitle("Convergence (recycled starts vs plain FT)" + ("" if None in panels else ", per target"))
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def section(runs: list[dict], out_dir: Path) -> str:
+    from forgetting.plots import base_items, brief_labels, without
+
     parts = []
     metric = next((m for r in runs for m in r["metrics"] if m.startswith("down/") and m.endswith("/exact_match")),
                   None)
@@ -111,9 +166,11 @@ def section(runs: list[dict], out_dir: Path) -> str:
                  "same seed and lr (from the snapshots, `trainer.snapshot_steps`; every point of a curve evaluated in "
                  "`model.dtype`).\n", "| target | run | seed | FT steps | run's steps | speed-up |",
                  "|:--|:--|--:|--:|--:|--:|"]
+        shown = {u["run"]: without(u["run"], base_items(u["target"])) for u in ups}  # the target has its column
+        names, _ = brief_labels(list(shown.values()))
         for u in ups:
             speed = "—" if u["speedup"] is None else f"{u['speedup']:.2f}×"
-            lines.append(f"| {u['target']} | {u['run']} | {u['seed']} | {u['ft_steps']} | "
+            lines.append(f"| {u['target']} | {names[shown[u['run']]]} | {u['seed']} | {u['ft_steps']} | "
                          f"{u['steps'] or 'not reached'} | {speed} |")
         parts.append("\n".join(lines) + "\n\n![convergence](convergence.png)\n")
     return "\n".join(parts)

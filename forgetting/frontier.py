@@ -160,21 +160,28 @@ def to_markdown(x: str, table: dict, y: str = Y) -> str:
 
 
 def plot(per_base: dict[str, dict], x: str, path: str | os.PathLike, y: str = Y) -> None:
+    """Each curve's runs (faint) and Pareto front (line); a base's curves (its FT, another method on it: ``name ·
+    method``) share its colour and differ by line style and marker; each base's own y as a dotted line, once."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.report import save_plot
+    from forgetting.plots import save_plot, series_styles
 
     higher = higher_is_better(y)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for i, (base, b) in enumerate(per_base.items()):
+    base_of = {name: name.split(" · ")[0] for name in per_base}
+    looks = series_styles([(base_of[name], name) for name in per_base])
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    drawn_bases = set()
+    for name, b in per_base.items():
+        look = looks[(base_of[name], name)]
         pts = b["runs"]
-        ax.scatter(*zip(*pts.values()), color=f"C{i}", alpha=0.5, s=18)
+        ax.scatter(*zip(*pts.values()), color=look["color"], marker=look["marker"], alpha=0.35, s=18)
         front = pareto_lower(pts, higher)
-        ax.plot(*zip(*(pts[k] for k in front)), color=f"C{i}", marker="o", label=base)
-        if b["base"] is not None:
-            ax.axhline(b["base"], color=f"C{i}", linestyle=":", alpha=0.6)
+        ax.plot(*zip(*(pts[k] for k in front)), label=name, gid=f"series:{name}", **look)
+        if b["base"] is not None and base_of[name] not in drawn_bases:
+            drawn_bases.add(base_of[name])
+            ax.axhline(b["base"], color=look["color"], linestyle=":", alpha=0.6, gid="base")
     save_plot(fig, ax, path, f"downstream loss ({x.split('/')[1]}) ↓", f"{y} {'↑' if higher else '↓'}",
               "Learning–forgetting frontier per base (dotted: the base itself)")
 

@@ -311,15 +311,36 @@ STAGES = SimpleNamespace(base_chain=base_chain, hub_artifact=hub_artifact, train
                          base_stage=base_stage, train_stage=train_stage, inputs=inputs_of)
 
 
+# dataset knobs a label names on their own; every other dataset override (the option, its files, fields, templates,
+# answer pattern) says which data it is, and the label says that once, by the dataset's name
+_DATASET_KNOBS = ("limit", "format", "validation_rows")
+
+
 def label_of(c: Config, overrides: list[str] = ()) -> str:
     """The report row: ``label=`` if set, else the method's label plus the overrides that change this run
-    (e.g. ``CFS (temperature=0.6)``); a temperature sweep leaves FT's label alone, since FT samples nothing."""
+    (e.g. ``CFS (temperature=0.6)``); a temperature sweep leaves FT's label alone, since FT samples nothing. The
+    data is named once, by :func:`dataset_name` (``Base (dataset=dates, limit=640)``), not by its files and fields:
+    the full overrides are in results.json."""
     if c.label:
         return c.label
-    extra = [f"{key.split('.')[-1]}={value}" for key, value in
-             (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o) if _changes_run(c, key)]
+    extra = []
+    for key, value in (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o):
+        if not _changes_run(c, key):
+            continue
+        group, _, knob = key.partition(".")
+        item = f"dataset={dataset_name(c)}" if group == "dataset" and knob not in _DATASET_KNOBS else \
+            f"{key.split('.')[-1]}={value}"
+        if item not in extra:
+            extra.append(item)
     name = c.method.label or c.method.name
     return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def dataset_name(c: Config) -> str:
+    """``dataset.name``; for a bring-your-own file left with its option's generic name (``jsonl``), the file's name."""
+    d = c.dataset
+    generic = d.name == d.source and d.path
+    return Path(d.path).name if generic else d.name
 
 
 def base_label_of(overrides: list[str] = ()) -> str:

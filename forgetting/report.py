@@ -8,8 +8,10 @@ Every run of the pipeline leaves a ``results.json`` somewhere under the sweep di
      "metrics": {"pre/facts/acc": 0.71, ..., "pre/avg": 0.6775, "pre/heldout/loss": 2.31,
                  "down/arith/exact_match": 0.42}}
 
-Runs are grouped by ``label`` (one table row each) and averaged over seeds (mean ± sample std). Writes
-``report.md``, ``report.csv`` and ``frontier.png`` into ``--out`` (default: the first sweep directory).
+Runs are grouped by ``label`` (one table row each, named by what differs between the rows: :func:`brief_labels`) and
+averaged over seeds (mean ± sample std). Writes ``report.md``, ``report.csv`` and ``frontier.png`` (learning against
+each forgetting measure the runs have; not written when nothing can be plotted, and report.md says why) into
+``--out`` (default: the first sweep directory). Plots and labels: docs/report.md.
 A metric's direction is what its evaluator declared (``metric_info`` in results.json); for runs made before
 declarations, metrics whose name ends in ``/loss``, ``/ppl``, ``/perplexity`` or ``/kl`` are lower-is-better.
 """
@@ -24,14 +26,16 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
+
+from forgetting.plots import atomic_write, base_items, brief_labels, save_png, series_styles, split_label, without
 
 # losses, KL, and the rise of a loss under weight perturbation (robust/<kind>/increase) and along the
 # fine-tuning direction (sharp/direction/...)
 LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl", "/increase", "_loss", "/curvature")
 DEFAULT_TITLE = "Learning vs. forgetting"
+AVG = "pre/avg"  # the suite's average, defined in forgetting.evaluate; the report only reads it
 # Task names as they appear in metric keys are identifiers; a few read better spelled out in a table header.
 _PRETTY = {"heldout": "held-out", "avg": "Avg."}
 
@@ -220,15 +224,17 @@ def _cells(rows: list[dict], metric: str) -> list[str]:
 
 
 def to_markdown(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
-    """A Markdown table, rows = labels; best mean per column in bold (min for lower-is-better)."""
+    """A Markdown table, rows = labels (brief: :func:`brief_labels`); best mean per column in bold (min for
+    lower-is-better)."""
     columns = list(columns) if columns is not None else default_columns(rows)
+    names, _ = brief_labels([row["label"] for row in rows])
     by_column = [_cells(rows, metric) for metric in columns]
     lines = [
         "| | n | " + " | ".join(header(m, columns) for m in columns) + " |",
         "|:--|--:|" + "--:|" * len(columns),
     ]
     for i, row in enumerate(rows):
-        lines.append(f"| {row['label']} | {row['n']} | " + " | ".join(cells[i] for cells in by_column) + " |")
+        lines.append(f"| {names[row['label']]} | {row['n']} | " + " | ".join(cells[i] for cells in by_column) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -279,11 +285,12 @@ def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], r
     from forgetting.intervals import excludes_zero, pair_runs, paired_difference
 
     runs = _dedupe(runs)
+    names, _ = brief_labels([row["label"] for row in rows])
     reference = reference or "ft"
     pairs = pair_runs(runs, reference)
     if not pairs:
         return ""
-    name = next((r["label"] for r in runs if r["label"] == reference), None) or reference.upper()
+    name = names.get(reference) or reference.upper()
 
     def fmt(v: float, metric: str) -> str:  # accuracy-type columns in percentage points, as the table shows them
         return f"{100 * v:+.2f}" if is_percent(rows, metric) else f"{v:+.4f}"
@@ -312,7 +319,7 @@ def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], r
                 lo, hi = (fmt(v, metric) for v in d["examples"])
                 text += f" {{{lo}, {hi}}}" + ("†" if excludes_zero(d["examples"]) else "")
             cells.append(text)
-        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {names.get(label, label)} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -327,87 +334,131 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted((label for label, p in points.items() if not dominated(p)), key=lambda k: points[k])
 
 
-def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAULT_TITLE) -> list[str]:
-    """Scatter of downstream score (x) vs. pre-existing average (y), Pareto front as a step line.
+def frontier_axes(rows: list[dict]) -> tuple[Optional[str], list[str]]:
+    """(x, [y, ...]) of the learning-vs-forgetting plot: x = the first higher-is-better downstream metric (else the
+    first downstream one); one y per forgetting measure the rows have — the pre-existing average (else each
+    pre-existing score), then each lower-is-better ``pre/`` metric (held-out losses per corpus, KL; a ``…/loss`` whose
+    ``…/kl`` is there too is the same measure plus the samples' entropy, left out)."""
+    columns = default_columns(rows)
+    down = [m for m in columns if m.startswith("down/")]
+    x = next((m for m in down if not lower_is_better(m)), None) or next(iter(down), None)
+    pre = [m for m in columns if m.startswith("pre/")]
+    scores = [AVG] if AVG in pre else [m for m in pre if not lower_is_better(m)]
+    losses = [m for m in pre if lower_is_better(m) and not (m.endswith("/loss") and m[:-len("loss")] + "kl" in pre)]
+    return x, scores + losses
 
-    Returns the labels on the front. Rows missing either metric are left out.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
+
+def _grid(n: int, cols: int = 3):
     import matplotlib.pyplot as plt
 
-    columns = default_columns(rows)
-    x_metric = next((m for m in columns if m.startswith("down/")), None)
-    y_metric = "pre/avg"
-    plotted = [r for r in rows if x_metric in r["mean"] and y_metric in r["mean"]]
-    x_scale = 100.0 if x_metric and is_percent(rows, x_metric) else 1.0
-    y_scale = 100.0 if is_percent(rows, y_metric) else 1.0
+    ncols = min(n, cols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.6 * nrows), dpi=100, squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
-    def xy(row, stat):
-        x, y = row[stat].get(x_metric), row[stat].get(y_metric)
-        return (None if x is None else x * x_scale), (None if y is None else y * y_scale)
 
-    points = {r["label"]: xy(r, "mean") for r in plotted}
-    front = pareto_front(points)
+def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAULT_TITLE,
+                  runs: Sequence[dict] = ()) -> Optional[str]:
+    """Downstream score (x) against each forgetting measure the rows have (:func:`frontier_axes`), one panel each,
+    each panel's Pareto front as a step line; one look per row (:func:`series_styles`): with several base models in
+    ``runs``, a colour per base and a marker per run on it (the same run the same marker on every base), else a
+    colour per method and a marker per row. Labels are the rows' brief ones (:func:`brief_labels`), on the points
+    when a panel has few, else in a legend: the bases' colours and the runs' markers apart, each named once.
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    for row in plotted:
-        (x, y), (dx, dy) = points[row["label"]], xy(row, "std")
-        on_front = row["label"] in front
-        ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", capsize=3, color="C3" if on_front else "C0")
-        ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
-    if len(front) > 1:
-        # steps-pre traces the edge of the dominated region: left of each front point, the best reachable
-        # pre-existing average is that point's.
-        fx, fy = zip(*(points[k] for k in front))
-        ax.plot(fx, fy, drawstyle="steps-pre", linestyle="--", color="C3", alpha=0.7, label="Pareto front")
-        ax.legend(loc="lower left", fontsize=8)
+    Writes nothing when nothing can be plotted, and returns why in one line; else None. A stale ``path`` from an
+    earlier report is removed then, so that no empty or outdated plot stands beside the new report.
+    """
+    x_metric, y_metrics = frontier_axes(rows)
+    panels = [(y, [r for r in rows if x_metric in r["mean"] and y in r["mean"]]) for y in y_metrics]
+    panels = [(y, plotted) for y, plotted in panels if plotted]
+    why = ("no downstream metric (down/...) in the runs" if x_metric is None else
+           "no forgetting measure (pre/..., e.g. pre/avg, a held-out loss or KL) in the runs" if not y_metrics else
+           f"no run has both {x_metric} and any of {', '.join(y_metrics)}" if not panels else None)
+    if why is not None:
+        Path(path).unlink(missing_ok=True)
+        return why
 
-    unit = lambda scale: ", %" if scale == 100.0 else ""  # noqa: E731
-    down_name = " ".join(x_metric.split("/")[1:]) if x_metric else "none"
-    ax.set_xlabel(f"downstream ({down_name}{unit(x_scale)})")
-    ax.set_ylabel(f"pre-existing average{' (%)' if y_scale == 100.0 else ''}")
-    ax.set_title(title)
-    ax.margins(0.08)  # room for the point labels at the edges
-    ax.grid(alpha=0.3)
+    import matplotlib
+    matplotlib.use("Agg")
+
+    names, _ = brief_labels([r["label"] for r in rows])
+    bases = {r["label"]: r.get("base_label", "default") for r in runs}
+    several_bases = len({bases.get(r["label"], "default") for r in rows}) > 1
+    if several_bases:
+        family = {r["label"]: bases.get(r["label"], "default") for r in rows}
+        variant = {label: without(label, base_items(base)) for label, base in family.items()}
+    else:
+        family = {r["label"]: split_label(r["label"])[0] for r in rows}
+        variant = {r["label"]: r["label"] for r in rows}
+    looks = series_styles([(family[r["label"]], variant[r["label"]]) for r in rows], points=True,
+                          shared=several_bases)
+    look = {r["label"]: looks[(family[r["label"]], variant[r["label"]])] for r in rows}
+    x_scale = 100.0 if is_percent(rows, x_metric) else 1.0
+    x_sign = -1.0 if lower_is_better(x_metric) else 1.0  # the front: the best of both, whichever way each points
+    drawn = [r["label"] for r in rows if any(r in plotted for _, plotted in panels)]
+    annotate = max(len(plotted) for _, plotted in panels) <= 8
+
+    fig, axes = _grid(len(panels))
+    fronts = 0
+    for ax, (y_metric, plotted) in zip(axes, panels):
+        y_scale = 100.0 if is_percent(rows, y_metric) else 1.0
+        sign = -1.0 if lower_is_better(y_metric) else 1.0
+        points = {r["label"]: (r["mean"][x_metric] * x_scale, r["mean"][y_metric] * y_scale) for r in plotted}
+        for row in plotted:
+            label = row["label"]
+            (x, y), std = points[label], row["std"]
+            dx, dy = std.get(x_metric), std.get(y_metric)
+            bars = ax.errorbar(x, y, xerr=None if dx is None else dx * x_scale,
+                               yerr=None if dy is None else dy * y_scale, capsize=3, markersize=7,
+                               label=names[label], **look[label])
+            bars.lines[0].set_gid(f"series:{label}")
+            if annotate:
+                ax.annotate(names[label], (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        front = pareto_front({k: (x_sign * px, sign * py) for k, (px, py) in points.items()})
+        if len(front) > 1:
+            # steps-pre traces the edge of the dominated region: left of each front point, the best reachable
+            # value is that point's.
+            fx, fy = zip(*(points[k] for k in front))
+            ax.plot(fx, fy, drawstyle="steps-pre", linestyle="--", color="0.45", alpha=0.7, gid="front",
+                    label="_front")
+            fronts += 1
+        unit = " (%)" if y_scale == 100.0 else ""
+        ax.set_ylabel(("pre-existing average" if y_metric == AVG else header(y_metric)).replace(" ↓", "") + unit +
+                      (" ↓" if sign < 0 else " ↑"))
+        ax.set_xlabel(f"downstream: {' '.join(x_metric.split('/')[1:])}{' (%)' if x_scale == 100.0 else ''} "
+                      f"{'↓' if lower_is_better(x_metric) else '↑'}")
+        ax.margins(0.12)  # room for the point labels at the edges
+        ax.grid(alpha=0.3)
+    fig.suptitle(title + ("  (dashed: Pareto front)" if fronts else ""))
+    if not annotate:
+        from matplotlib.lines import Line2D
+
+        def handle(**style):
+            return Line2D([], [], markersize=7, **{"linestyle": "none", **style})
+
+        if several_bases:  # colours name the bases, markers the runs: each once
+            colours = {family[label]: look[label]["color"] for label in drawn}
+            kinds = {variant[label]: {k: v for k, v in look[label].items() if k != "color"} for label in drawn}
+            shown, _ = brief_labels(list(kinds))
+            fig.legend([handle(color=c, marker="s") for c in colours.values()], list(colours), title="base (colour)",
+                       loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title_fontsize=8, frameon=False)
+            fig.legend([handle(color="0.35", **k) for k in kinds.values()], [shown[v] for v in kinds],
+                       title="run (marker)", loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(kinds), 6),
+                       fontsize=7, title_fontsize=8, frameon=False)
+        else:  # one entry per row, family by family as the colours were given
+            order = list(dict.fromkeys(family.values()))
+            labels = sorted(drawn, key=lambda label: order.index(family[label]))
+            fig.legend([handle(**look[label]) for label in labels], [names[label] for label in labels],
+                       loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     fig.tight_layout()
-    _atomic(Path(path), lambda f: fig.savefig(f, format="png"), binary=True)
-    plt.close(fig)
-    return front
+    save_png(fig, path, bbox_inches="tight")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- files
-
-
-def save_plot(fig, ax, path: str | os.PathLike, xlabel: str, ylabel: str, title: str, legend_size: int = 8) -> None:
-    """Label, legend and grid ``ax``; write ``fig`` as a PNG atomically; close it."""
-    import matplotlib.pyplot as plt
-
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=legend_size)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    _atomic(Path(path), lambda fh: fig.savefig(fh, format="png"), binary=True)
-    plt.close(fig)
-
-
-def _atomic(path: Path, write, binary: bool = False) -> None:
-    # Temp file in the same directory so os.replace is a rename on one filesystem: a reader (or a crash)
-    # sees the old file or the new one, never half of one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; a report is meant to be shared like any file the user writes.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.PathLike] = None, *,
@@ -427,7 +478,10 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
     columns = default_columns(rows)
     from forgetting.frontier import section
 
-    markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}\n\n"
+    _, shared = brief_labels([row["label"] for row in rows])
+    shared_line = (f" Left out of the row labels (no row differs in them; full overrides in each results.json): "
+                   f"{', '.join(f'`{item}`' for item in shared)}." if shared else "")
+    markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}{shared_line}\n\n"
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
     from forgetting.convergence import section as recycling
 
@@ -435,9 +489,11 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
                   recycling(runs, out)):
         if extra:
             markdown += "\n" + extra
-    _atomic(out / "report.md", lambda f: f.write(markdown))
-    _atomic(out / "report.csv", lambda f: f.write(to_csv(rows, columns)))
-    plot_frontier(rows, out / "frontier.png", title)
+    not_drawn = plot_frontier(rows, out / "frontier.png", title, runs)
+    if not_drawn:
+        markdown += f"\nNo frontier.png: {not_drawn}.\n"
+    atomic_write(out / "report.md", lambda f: f.write(markdown))
+    atomic_write(out / "report.csv", lambda f: f.write(to_csv(rows, columns)))
     return markdown
 
 
@@ -469,7 +525,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out) if args.out else _default_out(args.sweeps[0])
     print(markdown)
     for name in ("report.md", "report.csv", "frontier.png"):
-        print(f"wrote {out / name}")
+        if (out / name).exists():
+            print(f"wrote {out / name}")
     return 0
 
 

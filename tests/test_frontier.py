@@ -156,3 +156,47 @@ def test_the_1b_report_compares_the_bases_at_a_matched_fine_tuning_loss_on_every
         write_report([tmp_path])
     with pytest.raises(ValueError, match=r"--reference-base='rho=0' is invalid: expected a base of the runs"):
         write_report([tmp_path], reference_base="rho=0")
+
+
+BASES = ("pretrain=adamw", "pretrain=sam", "pretrain=wsd", "pretrain=wsd_sam_decay")
+
+
+def _twelve_curves() -> list[dict]:
+    runs = []
+    for i, base in enumerate(BASES):
+        runs.append(_run(base, f"Base ({base})", None, 1.0 + 0.01 * i, method="base"))
+        for j, method in enumerate(("ft", "ewc", "cfs")):
+            for k, lr in enumerate(("1e-4", "1e-3", "3e-3")):
+                label = f"{method.upper()} ({base}, lr={lr})"
+                runs.append(_run(base, label, 0.9 - 0.3 * k + 0.01 * i, 1.1 + k + 0.2 * j + 0.05 * i, method=method))
+    return runs
+
+
+def test_every_curve_of_a_frontier_past_ten_curves_is_told_apart(tmp_path, monkeypatch):
+    """+experiment=sam_frontier's four bases, each fine-tuned by FT, EWC and CFS over three lrs: 12 curves, more than
+    matplotlib's 10 colours. A colour per base, a line style and marker per method on it; each base's own loss drawn
+    once, dotted, in its colour."""
+    from figures import assert_distinct, assert_says_each_thing_once, capture, panels, series_looks
+
+    runs = _twelve_curves()
+    for i, r in enumerate(runs):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    figures = capture(monkeypatch)
+    write_report([tmp_path])
+    fig = figures["lf_frontier.png"]
+    (looks,) = series_looks(fig)
+    assert set(looks) == {f"{b}{m}" for b in BASES for m in ("", " · ewc", " · cfs")}
+    assert_distinct(fig)
+    assert_says_each_thing_once(fig)
+    for b in BASES:
+        assert looks[b][0] == looks[f"{b} · ewc"][0] == looks[f"{b} · cfs"][0]  # a base's curves share its colour
+    (ax,) = panels(fig)
+    assert len([line for line in ax.get_lines() if line.get_gid() == "base"]) == len(BASES)
+    # the report's own frontier.png of these runs: learning is a loss here (lower is better), and its front says so
+    fig = figures["frontier.png"]
+    assert_distinct(fig)
+    assert_says_each_thing_once(fig)
+    (front,) = [line for line in panels(fig)[0].get_lines() if line.get_gid() == "front"]
+    assert list(front.get_xdata()) == pytest.approx([0.9, 0.6, 0.3])  # adamw's FT runs, lowest loss last
+    assert list(front.get_ydata()) == pytest.approx([1.1, 2.1, 3.1])

@@ -83,6 +83,26 @@ def test_label_names_only_what_changes_the_run(method, overrides, expected):
     assert label_of(c, [f"method={method}", *overrides]) == expected  # the sweep's own method= is not repeated
 
 
+@pytest.mark.parametrize("method, name, expected", [
+    ("base", None, "Base (dataset=train.jsonl, limit=640)"),   # no dataset.name: the file's name, not its path
+    ("ft", "dates", "FT (dataset=dates, limit=640)"),
+    ("cfs", "dates", "CFS (dataset=dates, limit=640)"),
+])
+def test_a_bring_your_own_label_names_the_dataset_once_not_its_files_and_fields(tmp_path, method, name, expected):
+    """The label of a run on one's own files: the dataset's name and the knobs that size it, briefly; the absolute
+    paths and field names stay in the overrides results.json keeps."""
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"prompt": "What is 1 + 1?", "completion": "2"}) + "\n")
+    overrides = [f"method={method}", "dataset=jsonl", f"dataset.path={tmp_path / 'train.jsonl'}",
+                 "dataset.query_field=prompt", "dataset.response_field=completion",
+                 f"dataset.test_path={tmp_path / 'test.jsonl'}", "dataset.limit=640"]
+    overrides += [f"dataset.name={name}"] if name else []
+    c = compose("debug=micro", *overrides)
+    label = label_of(c, overrides)
+    assert label == expected
+    assert str(tmp_path) not in label and "field" not in label
+
+
 def test_label_override_wins():
     c = compose("debug=micro", "method=cfs", "generator.temperature=0.6", "label=mine")
     assert label_of(c, ["method=cfs", "generator.temperature=0.6", "label=mine"]) == "mine"

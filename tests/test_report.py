@@ -191,3 +191,152 @@ def test_kl_is_lower_is_better_and_not_a_percentage():
     assert report.lower_is_better("pre/base_samples/kl")
     assert not report.is_percent(rows, "pre/base_samples/kl")
     assert report.header("pre/base_samples/kl") == "base_samples kl ↓"
+
+
+# ------------------------------------------------------------------------------- plots: never empty, series apart
+
+
+def _write_runs(root: Path, runs: list[dict]) -> Path:
+    for i, run in enumerate(runs):
+        (root / str(i)).mkdir(parents=True)
+        (root / str(i) / "results.json").write_text(json.dumps(run))
+    return root
+
+
+# +experiment=smollm2 (/work/runs/base_smollm2): a real model scored on held-out corpora and KL, no suite average
+SMOLLM2 = [
+    {"label": label, "method": label.lower(), "seed": 0, "base_label": "default",
+     "overrides": [f"method={label.lower()}", "+experiment=smollm2"],
+     "metrics": {"down/arith/exact_match": em, "pre/base_samples/kl": kl, "pre/base_samples/loss": 3.0 + kl,
+                 "pre/stdlib_code/loss": code, "pre/stdlib_prose/loss": prose}}
+    for label, em, kl, code, prose in (("Base", 0.0, 0.0, 2.394, 3.073), ("FT", 0.98, 0.0092, 2.401, 3.110),
+                                       ("CFS", 0.93, 0.0014, 2.408, 3.101))]
+
+
+def test_a_suite_without_an_average_plots_every_held_out_loss_and_kl_against_learning(tmp_path, monkeypatch):
+    """The real-model preset has no pre/avg: one panel per forgetting measure it has, every run in each."""
+    from figures import assert_distinct, capture, panels, series_looks
+
+    figures = capture(monkeypatch)
+    report.write_report([_write_runs(tmp_path, SMOLLM2)])
+    fig = figures["frontier.png"]
+    assert sorted(ax.get_ylabel() for ax in panels(fig)) == ["base_samples kl ↓", "stdlib_code loss ↓",
+                                                             "stdlib_prose loss ↓"]  # not base_samples loss: KL + H
+    assert [sorted(looks) for looks in series_looks(fig)] == [["Base", "CFS", "FT"]] * 3
+    assert_distinct(fig)
+    assert all("arith exact_match (%)" in ax.get_xlabel() for ax in panels(fig))
+
+
+def test_the_toy_sweep_plots_the_average_and_the_held_out_loss(built, monkeypatch, tmp_path):
+    from figures import assert_distinct, capture, panels, series_looks
+
+    sweep, _, _ = built
+    figures = capture(monkeypatch)
+    report.write_report([sweep], tmp_path)
+    fig = figures["frontier.png"]
+    assert [ax.get_ylabel() for ax in panels(fig)] == ["pre-existing average (%) ↑", "held-out loss ↓"]
+    assert [sorted(looks) for looks in series_looks(fig)] == [["Base", "CFS", "FT"]] * 2
+    assert_distinct(fig)
+
+
+def _sam_sweep() -> list[dict]:
+    """+experiment=sam_bases and +experiment=sam_frontier together: 4 bases x 3 seeds, each fine-tuned at 6 lrs."""
+    rng = random.Random(1)
+    runs = []
+    for base in ("adamw", "sam", "wsd", "wsd_sam_decay"):
+        for seed in range(3):
+            for lr in (None, "1e-4", "3e-4", "5e-4", "1e-3", "2e-3", "3e-3"):
+                shift = 0.0 if lr is None else float(lr) * 1000
+                runs.append({
+                    "label": f"Base (pretrain={base})" if lr is None else f"FT (pretrain={base}, lr={lr})",
+                    "method": "base" if lr is None else "ft", "seed": seed, "base_label": f"pretrain={base}",
+                    "overrides": [f"pretrain={base}", f"seed={seed}"] + ([f"trainer.lr={lr}"] if lr else []),
+                    "metrics": {"down/arith/exact_match": min(1.0, 0.3 * shift + rng.uniform(0, 0.05)),
+                                "down/arith/loss": 1.1 / (1 + shift) + rng.uniform(0, 0.05),
+                                "pre/avg": 1.0 - 0.2 * shift + rng.uniform(-0.02, 0.02),
+                                "pre/heldout/loss": 1.0 + 3 * shift + rng.uniform(0, 0.2),
+                                "pre/base_samples/kl": 3 * shift + rng.uniform(0, 0.2),
+                                "pre/base_samples/loss": 2.0 + 3 * shift}})
+    return runs
+
+
+def test_a_sweep_of_the_sam_presets_size_tells_all_its_rows_apart(tmp_path, monkeypatch):
+    """28 rows: a colour per base, a marker per run on it (the same run the same marker on every base); the legend
+    names the 4 bases and the 7 runs, each once, instead of 28 rows that repeat their base."""
+    from figures import assert_distinct, assert_says_each_thing_once, capture, legend_texts, series_looks
+
+    figures = capture(monkeypatch)
+    report.write_report([_write_runs(tmp_path, _sam_sweep())])
+    fig = figures["frontier.png"]
+    looks = series_looks(fig)
+    assert len(looks) == 3 and all(len(panel) == 28 for panel in looks)  # avg, held-out loss, KL
+    assert_distinct(fig)
+    assert_says_each_thing_once(fig)
+    lrs = ("1e-4", "3e-4", "5e-4", "1e-3", "2e-3", "3e-3")
+    assert legend_texts(fig) == [["pretrain=adamw", "pretrain=sam", "pretrain=wsd", "pretrain=wsd_sam_decay"],
+                                 ["Base"] + [f"FT (lr={lr})" for lr in lrs]]
+    on_sam = {look for name, look in looks[0].items() if "pretrain=sam," in name or name.endswith("=sam)")}
+    assert len({look[0] for look in on_sam}) == 1 and len(on_sam) == 7  # one base, one colour, 7 markers
+    same_run = {look[1:] for name, look in looks[0].items() if name.endswith("lr=1e-3)")}
+    assert len(same_run) == 1  # FT at lr 1e-3 has one marker on every base
+
+
+def test_with_nothing_to_plot_no_frontier_is_written_and_the_report_says_why(tmp_path):
+    sweep = _write_runs(tmp_path / "sweep", [
+        {"label": "FT", "method": "ft", "seed": 0, "metrics": {"down/arith/exact_match": 0.5}}])
+    (sweep / "frontier.png").write_bytes(b"an empty plot an earlier report wrote")
+    md = report.write_report([sweep])
+    assert not (sweep / "frontier.png").exists()
+    assert md.count("No frontier.png") == 1
+    assert ("\nNo frontier.png: no forgetting measure (pre/..., e.g. pre/avg, a held-out loss or KL) in the "
+            "runs.\n") in md
+    proc = subprocess.run([sys.executable, "-m", "forgetting.report", str(sweep)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "wrote" in proc.stdout and "frontier.png" not in proc.stdout.split("wrote")[-1]
+
+
+# ------------------------------------------------------------------------------------------------- labels
+
+BYO = ("dataset=jsonl, path={d}/train.jsonl, query_field=prompt, response_field=completion, "
+       "test_path={d}/test.jsonl, limit=640")
+
+
+def test_row_labels_name_what_differs_between_the_rows_not_the_files(tmp_path):
+    """A bring-your-own sweep labelled the way the pipeline used to: every row carries the same files and fields.
+    The table names the rows by what tells them apart; the rest is said once under it, paths by their file name;
+    the CSV and results.json keep the full labels."""
+    d = "/home/someone/projects/mydata"
+    items = BYO.format(d=d)
+    runs = [{"label": f"{name} ({items}{extra})", "method": name.lower(), "seed": 0,
+             "metrics": {"pre/avg": avg, "down/mydata/exact_match": em}}
+            for name, extra, avg, em in (("Base", "", 0.6, 0.0), ("FT", ", lr=1e-4", 0.5, 0.8),
+                                         ("CFS", ", lr=1e-4", 0.58, 0.7))]
+    sweep = _write_runs(tmp_path / "sweep", runs)
+    md = report.write_report([sweep])
+    labels, _ = parse_table(md)
+    assert labels == ["Base", "FT", "CFS"]
+    assert d not in md
+    assert ("Left out of the row labels (no row differs in them; full overrides in each results.json): "
+            "`dataset=jsonl`, `path=train.jsonl`, `query_field=prompt`, `response_field=completion`, "
+            "`test_path=test.jsonl`, `limit=640`, `lr=1e-4`.") in md
+    with open(sweep / "report.csv", newline="") as f:
+        assert [row["label"] for row in csv.DictReader(f)] == [r["label"] for r in runs]
+
+
+def test_what_differs_stays_in_the_labels_and_labels_never_collide():
+    from forgetting import plots
+
+    brief, left_out = plots.brief_labels(["FT (dataset=dates, limit=640)", "FT (dataset=colours, limit=640)",
+                                           "CFS (dataset=dates, limit=640, temperature=0.6)",
+                                           "CFS (dataset=dates, limit=640)"])
+    assert list(brief.values()) == ["FT (dataset=dates)", "FT (dataset=colours)",
+                                    "CFS (dataset=dates, temperature=0.6)", "CFS (dataset=dates)"]
+    assert left_out == ["limit=640"]
+    # one path per row: their file names, when those tell them apart; else the paths
+    brief, _ = plots.brief_labels(["FT (path=/a/x.jsonl)", "FT (path=/b/y.jsonl)"])
+    assert list(brief.values()) == ["FT (path=x.jsonl)", "FT (path=y.jsonl)"]
+    brief, _ = plots.brief_labels(["FT (path=/a/train.jsonl)", "FT (path=/b/train.jsonl)"])
+    assert list(brief.values()) == ["FT (path=/a/train.jsonl)", "FT (path=/b/train.jsonl)"]
+    # a value with commas inside brackets is one override
+    assert plots.split_label("R (recycle_from=[v1,v2], starts=[{weight: 1}, {weight: 2}])") == (
+        "R", ["recycle_from=[v1,v2]", "starts=[{weight: 1}, {weight: 2}]"])
