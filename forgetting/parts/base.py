@@ -181,10 +181,9 @@ def active(method) -> dict[str, Part]:
 
 def check_knob(ok: bool, knob: str, value: Any, expected: str) -> None:
     """A part knob's check, named as the command line sets it (``method.<knob>``)."""
-    from forgetting.config import ConfigError
+    from forgetting.config import _check
 
-    if not ok:
-        raise ConfigError(f"method.{knob}={value!r} is invalid: expected {expected}")
+    _check(ok, f"method.{knob}", value, expected)
 
 
 @dataclass
