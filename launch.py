@@ -40,6 +40,9 @@ def main(cfg: DictConfig) -> None:
             _running = False
             return
         check_installed(c)  # optional extras (vLLM) the run needs, before any stage starts
+        from forgetting.machine import check_machine
+
+        check_machine(c)  # GPUs, bf16, parallel sizes: what the settings ask of this machine's devices
         check_inputs(c)  # the store, data files, tasks, model and tokenizer: before any stage starts
         from forgetting.plan import preflight
 

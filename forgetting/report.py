@@ -29,11 +29,20 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from forgetting.plots import atomic_write, base_items, brief_labels, save_png, series_styles, split_label, without
+from forgetting.plots import (
+    atomic_write,
+    base_items,
+    brief_labels,
+    declare,
+    lower_is_better,
+    save_png,
+    series_styles,
+    split_label,
+    without,
+)
 
 # losses, KL, and the rise of a loss under weight perturbation (robust/<kind>/increase) and along the
 # fine-tuning direction (sharp/direction/...)
-LOWER_IS_BETTER_SUFFIXES = ("/loss", "/ppl", "/perplexity", "/kl", "/increase", "_loss", "/curvature")
 DEFAULT_TITLE = "Learning vs. forgetting"
 AVG = "pre/avg"  # the suite's average, defined in forgetting.evaluate; the report only reads it
 # Task names as they appear in metric keys are identifiers; a few read better spelled out in a table header.
@@ -44,23 +53,6 @@ class NoResults(FileNotFoundError):
     pass
 
 
-# metric → higher is better, as the evaluators declared it in the runs read (results.json "metric_info")
-DECLARED: dict[str, bool] = {}
-
-
-def lower_is_better(metric: str) -> bool:
-    """As its evaluator declared it (``metric_info``); for runs made before declarations, by its name's suffix."""
-    if metric in DECLARED:
-        return not DECLARED[metric]
-    return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
-
-
-def declare(runs: list[dict]) -> None:
-    """Take the metric directions the runs' evaluators declared."""
-    for run in runs:
-        for metric, info in (run.get("metric_info") or {}).items():
-            if isinstance(info, dict) and isinstance(info.get("higher_is_better"), bool):
-                DECLARED[metric] = info["higher_is_better"]
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -5,7 +5,7 @@
 Each case runs ``launch.py`` as a user would (a subprocess; two at a time) with its own ``store_dir``, which must not
 exist afterwards: the store is created by the first stage, so an absent store means no stage ran. The first 22 cases
 are the battery of issue 11 (bad overrides, bad data files, bad model/eval/store settings); the rest were added
-with the checks that catch them.
+with the checks that catch them. Issue 24's five classes are in tests/test_bad_input_classes.py, on this harness.
 """
 from __future__ import annotations
 
@@ -85,6 +85,18 @@ def write_data(d: Path) -> Path:
     # a None entry in sys.modules is how Python marks a module as absent: find_spec returns None, import fails
     (d / "no_vllm").mkdir(exist_ok=True)
     (d / "no_vllm" / "sitecustomize.py").write_text("import sys\nsys.modules['vllm'] = None\n")
+    (d / "stand_in_vllm" / "vllm").mkdir(parents=True, exist_ok=True)  # found by find_spec; never imported
+    (d / "stand_in_vllm" / "vllm" / "__init__.py").write_text("raise ImportError('a stand-in: never imported')\n")
+    # files whose names promise what their content is not
+    (d / "text.gguf").write_text("not a GGUF file\n")
+    (d / "text.parquet").write_text("query,response\n")
+    (d / "plain.jsonl.gz").write_text(lines(GOOD))
+    (d / "binary.jsonl").write_bytes(bytes(range(128, 256)) * 4)
+    (d / "bad_weights").mkdir(exist_ok=True)
+    (d / "bad_weights" / "config.json").write_text(json.dumps({"model_type": "olmo"}))
+    (d / "bad_weights" / "model.safetensors").write_text("not safetensors\n")
+    (d / "bad_tasks").mkdir(exist_ok=True)
+    (d / "bad_tasks" / "my_task.yaml").write_text("task: my_task\ndataset_path: [unclosed\n")
     return d
 
 
@@ -120,18 +132,25 @@ def verdict(proc: subprocess.CompletedProcess, store: Path, needle: str) -> list
     return wrong
 
 
-@pytest.fixture(scope="module")
-def battery(tmp_path_factory, tiny_olmo) -> dict:
+def run_battery(cases: list, root: Path, olmo: Path) -> dict:
     """Every case, run two at a time (each is one short process that stops before loading a model)."""
-    root = tmp_path_factory.mktemp("battery")
     d = write_data(root / "data")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = {c[0]: pool.submit(run_case, ROOT / "launch.py", c, d, tiny_olmo, root / c[0]) for c in CASES}
+        runs = {c[0]: pool.submit(run_case, ROOT / "launch.py", c, d, olmo, root / c[0]) for c in cases}
         return {name: future.result() for name, future in runs.items()}
+
+
+def assert_refused(battery: dict, case: tuple) -> None:
+    proc, store = battery[case[0]]
+    assert verdict(proc, store, case[3]) == [], proc.stderr[-3000:]
+    assert not store.exists()  # not even created: no stage ran
+
+
+@pytest.fixture(scope="module")
+def battery(tmp_path_factory, tiny_olmo) -> dict:
+    return run_battery(CASES, tmp_path_factory.mktemp("battery"), tiny_olmo)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_before_any_stage(battery, case):
-    proc, store = battery[case[0]]
-    assert verdict(proc, store, case[3]) == [], proc.stderr[-3000:]
-    assert not store.exists()  # not even created: no stage ran
+    assert_refused(battery, case)

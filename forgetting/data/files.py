@@ -49,6 +49,42 @@ def local_files(path: str) -> list[str]:
     return sorted(glob.glob(expanded)) if glob.has_magic(expanded) else [expanded]
 
 
+# a file's first bytes, by how its name ends: what the name promises and the magic that proves it
+_MAGIC = {".gz": ("a gzip file", b"\x1f\x8b"), ".zst": ("a zstd file", b"\x28\xb5\x2f\xfd"),
+          ".parquet": ("a Parquet file", b"PAR1"), ".gguf": ("a GGUF file", b"GGUF")}
+
+
+def content_problem(path: str) -> Optional[str]:
+    """What a local file is not, though its name says so (``None``: it is): a compressed, Parquet, GGUF or
+    safetensors file by its magic bytes / header, a ``.json`` that is no JSON object (a model's config.json);
+    rows of data files are checked by :func:`check_rows`. Found before a reader library raises its own traceback."""
+    name = str(path).lower()
+    with open(path, "rb") as f:
+        head = f.read(8)
+        for ext, (what, magic) in _MAGIC.items():
+            if name.endswith(ext):
+                tail = magic
+                if ext == ".parquet" and os.path.getsize(path) >= 8:  # Parquet ends with its magic too
+                    f.seek(-4, os.SEEK_END)
+                    tail = f.read(4)
+                ok = head.startswith(magic) and tail == magic
+                return None if ok else f"{what}, as its name says ({path} starts with {head!r})"
+        if name.endswith(".safetensors"):
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            try:
+                ok = 0 < size <= os.path.getsize(path) - 8 and isinstance(json.loads(f.read(size)), dict)
+            except ValueError:
+                ok = False
+            return None if ok else f"a safetensors file, as its name says ({path} has no JSON header)"
+        if name.endswith(".json") and not name.endswith((".jsonl", ".json.gz")):
+            try:
+                ok = isinstance(json.loads(head + f.read()), dict)
+            except ValueError:
+                ok = False
+            return None if ok else f"a JSON object, as its name says ({path} is not one)"
+    return None
+
+
 def read_rows(path: str) -> Iterator[tuple[str, Any]]:
     """``(where, row)`` for every row of a local data file, ``where`` naming its line (JSON lines, CSV) or row; a
     row that does not parse comes as a ``ValueError``."""
@@ -158,5 +194,8 @@ def check_file(key: str, path: str, cfg: DatasetConfig,
         return []
     rows: list[tuple[str, dict]] = []
     for name in local_files(path):
+        problem = content_problem(name) if not name.lower().endswith(".json") else None  # .json: JSON lines too
+        if problem:
+            raise ConfigError(f"{key}={path!r} is invalid: expected {problem}")
         rows += check_rows(key, name if name != os.path.expanduser(path) else path, read_rows(name), cfg, answers)
     return rows

@@ -9,6 +9,8 @@ import typing
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+from forgetting.errors import check
+
 # kind → the part a method uses when it names none
 KINDS = {"init": "base", "augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw",
          "merge": "none"}
@@ -181,10 +183,7 @@ def active(method) -> dict[str, Part]:
 
 def check_knob(ok: bool, knob: str, value: Any, expected: str) -> None:
     """A part knob's check, named as the command line sets it (``method.<knob>``)."""
-    from forgetting.errors import ConfigError
-
-    if not ok:
-        raise ConfigError(f"method.{knob}={value!r} is invalid: expected {expected}")
+    check(ok, f"method.{knob}", value, expected)
 
 
 @dataclass

@@ -43,6 +43,10 @@ class RecycleKnobs:
     recycle_tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
+        import math
+
+        check_knob(math.isfinite(self.recycle_scale), "recycle_scale", self.recycle_scale,
+                   "a finite number (1: plain addition)")
         check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
                    self.recycle_method, "a method preset of conf/method/")
         for v in self.recycle_from:
