@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from forgetting.parts.base import Init, check_knob, register
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from forgetting.presets import option
 
 
 @dataclass
@@ -43,30 +41,29 @@ class RecycleKnobs:
     recycle_tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
+        # options found as method= and version= find them: conf/, or an option on hydra.searchpath
+        check_knob(option("method", self.recycle_method) is not None, "recycle_method",
                    self.recycle_method, "a method preset of conf/method/")
         for v in self.recycle_from:
-            check_knob(isinstance(v, dict) or (CONF / "version" / f"{v}.yaml").exists(), "recycle_from",
+            check_knob(isinstance(v, dict) or option("version", v) is not None, "recycle_from",
                        self.recycle_from, "version names of conf/version/ or dicts of model overrides")
 
 
 def version_overrides(version) -> dict:
-    """A version's model overrides: a dict as given, or the ``conf/version/<name>.yaml`` option's content."""
+    """A version's model overrides: a dict as given, or the content of the option ``version=<name>``
+    (``conf/version/<name>.yaml``)."""
     if isinstance(version, dict):
         return version
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load(CONF / "version" / f"{version}.yaml")
-    return OmegaConf.to_container(node)
+    return option("version", version)
 
 
 def method_preset(name: str, **changes):
-    """The typed method config of ``conf/method/<name>.yaml``, with ``changes``."""
+    """The typed method config of the option ``method=<name>`` (``conf/method/<name>.yaml``), with ``changes``."""
     from omegaconf import OmegaConf
 
     from forgetting.config import MethodConfig
 
-    node = OmegaConf.merge(OmegaConf.structured(MethodConfig), OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+    node = OmegaConf.merge(OmegaConf.structured(MethodConfig), option("method", name))
     return dataclasses.replace(OmegaConf.to_object(node), **changes)
 
 
