@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
-
 from forgetting.errors import ConfigError
 from forgetting.errors import check as _check
 from forgetting.errors import check_local as _check_local
@@ -508,15 +506,15 @@ def _check_deepspeed(t: TrainerConfig) -> None:
 
 
 def _suite_benchmarks(names: list[str]) -> list[BenchmarkConfig]:
-    """The generative benchmarks of the eval options ``names`` (conf/eval/<name>.yaml), in order."""
-    from pathlib import Path
-
+    """The generative benchmarks of the eval options ``names`` (conf/eval/<name>.yaml, or an option on
+    ``hydra.searchpath``: found as ``eval=<name>`` would be), in order."""
+    from forgetting.presets import option
 
     out = []
     for name in names:
-        path = Path(__file__).resolve().parents[1] / "conf" / "eval" / f"{name}.yaml"
-        _check(path.exists(), "eval.generative_from", name, "names of eval options (conf/eval/)")
-        for entry in OmegaConf.to_container(OmegaConf.load(path)).get("generative", []):
+        content = option("eval", name)
+        _check(content is not None, "eval.generative_from", name, "names of eval options (conf/eval/)")
+        for entry in content.get("generative", []):
             out.append(BenchmarkConfig(**entry))
     return out
 

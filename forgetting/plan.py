@@ -58,11 +58,11 @@ from forgetting.pipeline import (
     train_spec,
     world_spec,
 )
+from forgetting.presets import option
 from forgetting.runtime import Inputs, train_dtype
 from forgetting.store import Artifact, Store, key_of
 
 UNKNOWN = "?"
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass
@@ -604,7 +604,8 @@ def train_setup(c: Config, gpu: bool) -> TrainSetup:
 
 # ---- what fits instead -----------------------------------------------------------------------------------------
 def _zero3() -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF / "deepspeed" / "zero3.yaml"))
+    """The option ``deepspeed=zero3``, which the fixes suggest (found as that override would find it)."""
+    return option("deepspeed", "zero3")
 
 
 def _train_fixes(c: Config, a: Arch, device: Device, flops: float = 0.0, mfu: float = 0.4) -> str | None:

@@ -25,14 +25,9 @@ if str(ROOT) not in sys.path:
 
 def compose(*overrides: str):
     """The config ``launch.py`` would run with these overrides, validated into the typed object."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from forgetting.cli import compose
 
-    from forgetting.compose import register, validate
-
-    register()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return validate(hydra_compose(config_name="config", overrides=list(overrides)))
+    return compose(*overrides)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,5 +1,5 @@
 """The package's layers: no import circles (every import counts, inside functions too), the schema imports only the
-errors below it, and nothing below the pipeline imports it (parts and evaluators reach it through
+errors and presets below it, and nothing below the pipeline imports it (parts and evaluators reach it through
 ``forgetting.runtime.Inputs.stages``).
 
     pytest tests/test_layers.py
@@ -103,7 +103,9 @@ def test_nothing_below_the_pipeline_imports_it():
     assert importers <= ABOVE_PIPELINE, sorted(importers - ABOVE_PIPELINE)
 
 
-def test_the_schema_imports_only_errors():
+def test_the_schema_imports_only_the_bottom_layer():
+    """The bottom layer (the errors, and the presets Hydra's search path holds) imports nothing of the package; the
+    schema imports only it."""
     graph = imports()
-    assert graph["forgetting.errors"] == set()
-    assert graph["forgetting.config"] <= {"forgetting.errors"}
+    assert graph["forgetting.errors"] == set() and graph["forgetting.presets"] == set()
+    assert graph["forgetting.config"] <= {"forgetting.errors", "forgetting.presets"}

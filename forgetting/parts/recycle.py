@@ -21,13 +21,12 @@ sum is a ``recycle`` stage (forgetting/merge/diff.py), keyed by (target, source 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from forgetting.parts.base import Init, check_knob, register
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from forgetting.presets import option
 
 
 @dataclass
@@ -43,32 +42,30 @@ class RecycleKnobs:
     recycle_tuned: Optional[str] = None
 
     def __post_init__(self) -> None:
-        import math
-
         check_knob(math.isfinite(self.recycle_scale), "recycle_scale", self.recycle_scale,
                    "a finite number (1: plain addition)")
-        check_knob((CONF / "method" / f"{self.recycle_method}.yaml").exists(), "recycle_method",
+        # options found as method= and version= find them: conf/, or an option on hydra.searchpath
+        check_knob(option("method", self.recycle_method) is not None, "recycle_method",
                    self.recycle_method, "a method preset of conf/method/")
         for v in self.recycle_from:
-            check_knob(isinstance(v, dict) or (CONF / "version" / f"{v}.yaml").exists(), "recycle_from",
+            check_knob(isinstance(v, dict) or option("version", v) is not None, "recycle_from",
                        self.recycle_from, "version names of conf/version/ or dicts of model overrides")
 
 
 def version_overrides(version) -> dict:
-    """A version's model overrides: a dict as given, or the ``conf/version/<name>.yaml`` option's content."""
+    """A version's model overrides: a dict as given, or the content of the option ``version=<name>``
+    (``conf/version/<name>.yaml``)."""
     if isinstance(version, dict):
         return version
-    from omegaconf import OmegaConf
-
-    node = OmegaConf.load(CONF / "version" / f"{version}.yaml")
-    return OmegaConf.to_container(node)
+    return option("version", version)
 
 
 def method_preset(schema: type, name: str, **changes):
-    """The typed method config (of the run's method ``schema``) of ``conf/method/<name>.yaml``, with ``changes``."""
+    """The typed method config (of the run's method ``schema``) of the option ``method=<name>``
+    (``conf/method/<name>.yaml``, or one on ``hydra.searchpath``), with ``changes``."""
     from omegaconf import OmegaConf
 
-    node = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(CONF / "method" / f"{name}.yaml"))
+    node = OmegaConf.merge(OmegaConf.structured(schema), option("method", name))
     return dataclasses.replace(OmegaConf.to_object(node), **changes)
 
 
