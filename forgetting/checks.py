@@ -31,6 +31,7 @@ from forgetting.parts.context_free import resolve_starts
 from forgetting.pipeline import world_spec
 from forgetting.runtime import prompt_ids
 from forgetting.store import StoreError, key_of, verify_mode
+from forgetting.toy.world import ToyWorld
 
 
 def check_inputs(c: Config) -> None:
@@ -193,7 +194,8 @@ def _model_tokenizer(c: Config):
                    "a local directory: set model.path to a local snapshot of the model (HF_HUB_OFFLINE=1 is set and "
                    "the local hub cache has no snapshot of this hub id)")
     elif m.source == "toy":
-        path, revision = Path(c.store_dir).expanduser() / "world" / key_of("world", world_spec(c)) / "tokenizer", None
+        world = ToyWorld(Path(c.store_dir).expanduser() / "world" / key_of("world", world_spec(c)))
+        path, revision = world.tokenizer_dir, None
         if not path.is_dir():  # the world is not built yet: checked when it is (forgetting/pipeline.py)
             return None
     else:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from forgetting.config import DatasetConfig
 from forgetting.data.formats import load_rows
-from forgetting.data.jsonl import read_jsonl
 from forgetting.store import Artifact
+from forgetting.toy.world import ToyWorld
 
 
 def load_downstream(cfg: DatasetConfig, world: Artifact | None) -> list[dict]:
     if cfg.source == "toy":
-        rows = read_jsonl(world.path / "down_train.jsonl")
+        rows = ToyWorld(world).down_train()
     else:
         rows = load_rows(cfg)
     return rows[: cfg.limit] if cfg.limit else rows

@@ -27,6 +27,7 @@ from pathlib import Path
 from forgetting.config import ReplayConfig
 from forgetting.data.formats import file_builder, load_source
 from forgetting.data.jsonl import read_jsonl, write_jsonl
+from forgetting.toy.world import ToyWorld
 
 
 def replay_spec(cfg: ReplayConfig, seed: int, world=None) -> dict:
@@ -51,7 +52,7 @@ def load_replay_corpus(cfg: ReplayConfig, n: int, seed: int, world_dir: Path | s
     if cfg.source == "toy":
         if world_dir is None:
             raise ValueError("replay.source='toy' needs the toy world's directory (its corpus.jsonl)")
-        corpus = [r[cfg.text_field] for r in read_jsonl(Path(world_dir) / "corpus.jsonl")]
+        corpus = ToyWorld(world_dir).corpus()
         order = list(range(len(corpus)))
         random.Random(f"replay:{seed}").shuffle(order)
         pool = [corpus[i] for i in order[: cfg.max_rows]]

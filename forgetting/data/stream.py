@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 from torch.utils.data import IterableDataset
 
 from forgetting.data.encode import start_ids
+from forgetting.toy.world import ToyWorld
 
 TOKENIZE_BATCH = 256  # documents tokenized together (the fast tokenizer's batches are much faster than one by one)
 
@@ -72,7 +73,7 @@ class PackedCorpus:
 
             yield from reweighted_documents(Path(self.world), dict(self.mix), self.seed)
         else:
-            yield from documents(Path(self.world) / "corpus.jsonl")
+            yield from documents(ToyWorld(self.world).corpus_file)
 
     def rows(self) -> Iterator[dict]:
         """Packed rows, forever (pass after pass)."""

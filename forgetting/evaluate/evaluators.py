@@ -17,6 +17,8 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, ClassVar
 
+from forgetting.toy.world import ToyWorld
+
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
 # any method) is scored on the same samples, and never a training seed's chunks
 HELDOUT_SAMPLES_SEED = 999_983
@@ -193,9 +195,8 @@ class HeldoutLoss(Evaluator):
 
     def run(self, ev):
         from forgetting.data.encode import encode_text
-        from forgetting.data.jsonl import read_jsonl
 
-        texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")]
+        texts = ToyWorld(ev.world).heldout()
         return losses(ev, "pre/heldout/loss", [encode_text(ev.tokenizer, t, ev.c.model.pretrain.seq_len)
                                                for t in texts], texts)
 
@@ -224,12 +225,11 @@ class DownstreamLoss(Evaluator):
                 "batch_size": c.eval.batch_size}
 
     def run(self, ev):
-        from forgetting.data.jsonl import read_jsonl
         from forgetting.runtime import check_answers_fit, encode_example
 
         c, tok = ev.c, ev.tokenizer
         toy = c.dataset.source == "toy"
-        held = read_jsonl(ev.world.path / "down_test.jsonl") if toy else validation_rows(c)
+        held = ToyWorld(ev.world).down_test() if toy else validation_rows(c)
         rows = [encode_example(tok, c, r["query"], r["response"]) for r in held]
         check_answers_fit(c, rows, "toy test rows" if toy else "validation rows")
         name = f"down/{c.dataset.name.removeprefix('toy_')}/loss" if toy else f"down/{c.dataset.name}/val_loss"
@@ -257,16 +257,15 @@ class Curve(Evaluator):
 
     def run(self, ev):
         from forgetting.data.encode import encode_text
-        from forgetting.data.jsonl import read_jsonl
         from forgetting.evaluate.heldout import rows_loss
         from forgetting.models import load_model
         from forgetting.runtime import encode_example
 
         c, tok = ev.c, ev.tokenizer
-        test = read_jsonl(ev.world.path / "down_test.jsonl") if c.dataset.source == "toy" else test_split_rows(c)
+        test = ToyWorld(ev.world).down_test() if c.dataset.source == "toy" else test_split_rows(c)
         down = [encode_example(tok, c, r["query"], r["response"]) for r in test]
-        held = [encode_text(tok, r["text"], c.model.pretrain.seq_len)
-                for r in read_jsonl(ev.world.path / "heldout.jsonl")] if ev.world is not None else []
+        held = [encode_text(tok, t, c.model.pretrain.seq_len)
+                for t in ToyWorld(ev.world).heldout()] if ev.world is not None else []
         summary = ev.model_art.path / "train_summary.json"
         last = json.loads(summary.read_text())["steps"] if summary.exists() else None
         out = {}
@@ -314,9 +313,8 @@ class Robustness(Evaluator):
         e, tok = ev.c.eval, ev.tokenizer
         spec = self._text_spec(ev)
         if "world" in spec:
-            from forgetting.data.jsonl import read_jsonl
 
-            texts, max_len = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")], spec["seq_len"]
+            texts, max_len = ToyWorld(ev.world).heldout(), spec["seq_len"]
         else:
             from forgetting.data.offline import corpus
 
@@ -342,12 +340,11 @@ class Sharpness(Evaluator):
 
     def run(self, ev):
         from forgetting.data.encode import Collator, encode_text
-        from forgetting.data.jsonl import read_jsonl
         from forgetting.evaluate.sharpness import directional
         from forgetting.runtime import load
 
         c, tok = ev.c, ev.tokenizer
-        texts = [r["text"] for r in read_jsonl(ev.world.path / "heldout.jsonl")][: c.eval.sharpness_docs]
+        texts = ToyWorld(ev.world).heldout()[: c.eval.sharpness_docs]
         batch = Collator(tok.pad_token_id)([encode_text(tok, t, c.model.pretrain.seq_len) for t in texts])
 
         def loss_of(model):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from forgetting.toy.world import ToyWorld
+
 TOY_PROBES = ("facts", "categories", "agreement", "patterns")
 TOY_TASKS = (*(f"toy_{p}" for p in TOY_PROBES), "toy_arith")  # what write_toy_tasks writes
 # MetaMathQA's responses end "The answer is: N"; strict match takes N exactly as lm-eval's gsm8k takes "#### N"
@@ -57,8 +59,8 @@ def _arith_task(name: str, data: Path, prompt_template: str, max_gen_toks: int) 
 def write_toy_tasks(world_dir: Path, out_dir: Path, prompt_template: str, max_gen_toks: int) -> Path:
     """Write the toy world's lm-eval task YAMLs into ``out_dir`` (an include path)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [_mc_task(f"toy_{p}", world_dir / f"probe_{p}.jsonl") for p in TOY_PROBES]
-    tasks.append(_arith_task("toy_arith", world_dir / "down_test.jsonl", prompt_template, max_gen_toks))
+    tasks = [_mc_task(f"toy_{p}", ToyWorld(world_dir).probe_file(p)) for p in TOY_PROBES]
+    tasks.append(_arith_task("toy_arith", ToyWorld(world_dir).down_test_file, prompt_template, max_gen_toks))
     for t in tasks:
         (out_dir / f"{t['task']}.yaml").write_text(yaml.safe_dump(t, sort_keys=False))
     return out_dir

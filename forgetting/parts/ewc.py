@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from forgetting.parts.base import Regularizer, check_knob, register
+from forgetting.toy.world import ToyWorld
 
 
 @dataclass
@@ -93,10 +94,7 @@ def fisher_stage(ctx, batches: int):
         model, tok = load(c, ctx.base, dtype="float32")
         n = batches * c.trainer.batch_size
         if "corpus" in spec["data"]:
-            from forgetting.data.jsonl import read_jsonl
-
-            rows = [encode_text(tok, r["text"], c.trainer.max_seq_len) for r in read_jsonl(ctx.world.path /
-                                                                                            "corpus.jsonl")]
+            rows = [encode_text(tok, t, c.trainer.max_seq_len) for t in ToyWorld(ctx.world).corpus()]
         else:
             rows = [encode_ids(r["ids"], c.trainer.max_seq_len) for r in _samples_part().rows(ctx, n)]
         fisher = estimate_fisher(model, fisher_rows(rows, n, c.seed), tok.pad_token_id)

@@ -24,6 +24,7 @@ import torch
 from forgetting.config import ADAM_BETA2, MidtrainConfig, ModelConfig, PretrainConfig, TrainerConfig
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
+from forgetting.toy.world import ToyWorld
 from forgetting.train.trainer import train
 
 
@@ -102,7 +103,7 @@ def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
     """The documents a segment trains on: the toy world's corpus (as many new documents with its sentence kinds
     reweighted, given a ``mix``), or the first ``limit`` rows of a local jsonl."""
     if corpus is None or "world" in corpus:
-        texts = [r["text"] for r in read_jsonl(Path(world.path) / "corpus.jsonl")]
+        texts = ToyWorld(world).corpus()
         if corpus and corpus.get("mix"):
             from forgetting.toy.world import reweighted_corpus
 
@@ -135,7 +136,7 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     torch.manual_seed(seg["seed"])
     processes, deepspeed = seg.get("num_processes", 1), seg.get("deepspeed") or {}
     if parent is None:
-        tokenizer = load_tokenizer(Path(world.path) / "tokenizer")
+        tokenizer = load_tokenizer(ToyWorld(world).tokenizer_dir)
         model = make_model(c.model, tokenizer)
     else:
         tokenizer = tokenizer_of(c, parent)

@@ -238,18 +238,83 @@ def downstream(cfg: WorldConfig) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+@dataclass(frozen=True)
+class ToyWorld:
+    """A built toy world (the world stage's directory), asked for its parts by what they are, never by file name:
+    the pretraining corpus, the held-out documents, the probes, the downstream train and test rows, the countries
+    and the tokenizer. :func:`build_world` writes it; the rest of the code reads it through this object."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(getattr(self.path, "path", self.path)))  # an Artifact, or a path
+
+    @property
+    def corpus_file(self) -> Path:
+        return self.path / "corpus.jsonl"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / "tokenizer"
+
+    @property
+    def down_test_file(self) -> Path:
+        return self.path / "down_test.jsonl"
+
+    def probe_file(self, ability: str) -> Path:
+        return self.path / f"probe_{ability}.jsonl"
+
+    def corpus(self) -> list[str]:
+        return [r["text"] for r in read_jsonl(self.corpus_file)]
+
+    def heldout(self) -> list[str]:
+        """Documents of the corpus's distribution that no model pretrains on."""
+        return [r["text"] for r in read_jsonl(self.path / "heldout.jsonl")]
+
+    def down_train(self) -> list[dict]:
+        return read_jsonl(self.path / "down_train.jsonl")
+
+    def down_test(self) -> list[dict]:
+        return read_jsonl(self.down_test_file)
+
+    def countries(self) -> list[Country]:
+        return [Country(**row) for row in read_jsonl(self.path / "countries.jsonl")]
+
+    def write(self, cfg: WorldConfig) -> None:
+        """Build the world of ``cfg`` into ``path``."""
+        from forgetting.toy.tokenizer import train_tokenizer
+
+        countries = make_countries(cfg)
+        rng = random.Random(f"{cfg.seed}:corpus")
+        corpus = [{"text": document(rng, countries)} for _ in range(cfg.n_docs)]
+        rng = random.Random(f"{cfg.seed}:heldout")
+        heldout = [{"text": document(rng, countries)} for _ in range(cfg.n_heldout_docs)]
+        train, test = downstream(cfg)
+        write_jsonl(self.corpus_file, corpus)
+        write_jsonl(self.path / "heldout.jsonl", heldout)
+        write_jsonl(self.path / "down_train.jsonl", train)
+        write_jsonl(self.down_test_file, test)
+        for task, rows in probes(cfg, countries).items():
+            write_jsonl(self.probe_file(task), rows)
+        write_jsonl(self.path / "countries.jsonl", [c.__dict__ for c in countries])
+        # the tokenizer covers the downstream text too, as a real tokenizer covers text its model never saw
+        texts = [r["text"] for r in corpus] + [f"Question : {p['query']}, Answer : {p['response']}" for p in train]
+        train_tokenizer(texts, cfg.vocab_size).save_pretrained(self.tokenizer_dir)
+
+
 def reweighted_corpus(world_dir: Path, mix: dict[str, float], n_docs: int, seed: int) -> list[str]:
     """``n_docs`` new documents about the world's countries with the sentence kinds weighted by ``mix`` (kinds left
     out: weight 0): a "stage-2" corpus for continued pretraining (paper 004's reweighted mid-training data)."""
-    countries = [Country(**row) for row in read_jsonl(Path(world_dir) / "countries.jsonl")]
+    countries = ToyWorld(world_dir).countries()
     rng = random.Random(f"{seed}:mix:{sorted(mix.items())}")
     return [document(rng, countries, mix) for _ in range(n_docs)]
 
 
 def reweighted_documents(world_dir: Path, mix: dict[str, float], seed: int):
     """:func:`reweighted_corpus`'s documents one at a time, as many as the world's corpus has (a stream)."""
-    countries = [Country(**row) for row in read_jsonl(Path(world_dir) / "countries.jsonl")]
-    with open(Path(world_dir) / "corpus.jsonl") as f:
+    world = ToyWorld(world_dir)
+    countries = world.countries()
+    with open(world.corpus_file) as f:
         n_docs = sum(1 for line in f if line.strip())
     rng = random.Random(f"{seed}:mix:{sorted(mix.items())}")
     for _ in range(n_docs):
@@ -259,21 +324,4 @@ def reweighted_documents(world_dir: Path, mix: dict[str, float], seed: int):
 # ---- writing the world -----------------------------------------------------------------------------------
 def build_world(cfg: WorldConfig, out: Path) -> None:
     """Write corpus, held-out corpus, probes, downstream train/test and the tokenizer into ``out``."""
-    from forgetting.toy.tokenizer import train_tokenizer
-
-    countries = make_countries(cfg)
-    rng = random.Random(f"{cfg.seed}:corpus")
-    corpus = [{"text": document(rng, countries)} for _ in range(cfg.n_docs)]
-    rng = random.Random(f"{cfg.seed}:heldout")
-    heldout = [{"text": document(rng, countries)} for _ in range(cfg.n_heldout_docs)]
-    train, test = downstream(cfg)
-    write_jsonl(out / "corpus.jsonl", corpus)
-    write_jsonl(out / "heldout.jsonl", heldout)
-    write_jsonl(out / "down_train.jsonl", train)
-    write_jsonl(out / "down_test.jsonl", test)
-    for task, rows in probes(cfg, countries).items():
-        write_jsonl(out / f"probe_{task}.jsonl", rows)
-    write_jsonl(out / "countries.jsonl", [c.__dict__ for c in countries])
-    # the tokenizer covers the downstream text too, as a real tokenizer covers text its model never saw
-    texts = [r["text"] for r in corpus] + [f"Question : {p['query']}, Answer : {p['response']}" for p in train]
-    train_tokenizer(texts, cfg.vocab_size).save_pretrained(out / "tokenizer")
+    ToyWorld(out).write(cfg)
