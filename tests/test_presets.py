@@ -17,6 +17,7 @@ import pytest
 from conftest import CONF, ROOT, compose
 from omegaconf import OmegaConf
 
+from forgetting.compose import MethodConfig
 from forgetting.errors import ConfigError
 from forgetting.parts.recycle import method_preset, version_overrides
 from forgetting.presets import config_path, option, searching
@@ -65,7 +66,7 @@ def test_options_on_hydra_searchpath_serve_the_knobs_that_name_them(searchpath):
     assert c.method.recycle_from == ["vtmp"] and c.method.recycle_method == "mtmp"
     with searching([f"file://{CONF}", f"file://{searchpath}"]):
         assert version_overrides("vtmp") == version_overrides("v2")
-        assert method_preset("mtmp") == method_preset("cfs")
+        assert method_preset(MethodConfig, "mtmp") == method_preset(MethodConfig, "cfs")
     for knob, value in (("eval.generative_from", "gtmp"), ("method.recycle_from", "vtmp"),
                         ("method.recycle_method", "mtmp")):  # without the search path: refused, naming the knob
         overrides = {"eval.generative_from": ["eval=r1_suite", "eval.generative_from=[gtmp]"],

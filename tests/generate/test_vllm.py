@@ -359,7 +359,7 @@ def _micro(store_root, *overrides):
 
 def test_generate_stage_through_vllm_writes_hf_rows_reuses_prefixes_and_keeps_samples_apart(
         fake_vllm, store_copy, monkeypatch):
-    import forgetting.pipeline as pipeline
+    import forgetting.runtime as runtime
     from forgetting.pipeline import generate_stage
     from forgetting.runtime import tokenizer_of
 
@@ -370,7 +370,7 @@ def test_generate_stage_through_vllm_writes_hf_rows_reuses_prefixes_and_keeps_sa
     tok = tokenizer_of(c, base)
     vocab = json.loads((base.path / "config.json").read_text())["vocab_size"]
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "load_model", no_hf_model)
+        m.setattr(runtime, "load_model", no_hf_model)
         rows = generate_stage(c, store, base, world, [], 40)
     assert len(rows) == 40 and len(fake_vllm("init")) == 1  # one engine for the three chunks
     (init,) = fake_vllm("init")
@@ -425,14 +425,14 @@ def test_contextual_answers_through_vllm_keep_their_prompts(fake_vllm, store_cop
 
 def test_evaluate_stage_samples_benchmarks_through_vllm_without_the_hf_model(fake_vllm, micro_store, tmp_path,
                                                                            monkeypatch):
-    import forgetting.pipeline as pipeline
+    import forgetting.runtime as runtime
     from forgetting.data.jsonl import read_jsonl
     from forgetting.pipeline import run
 
     def no_hf_model(*args, **kwargs):
         raise AssertionError("eval with generator=vllm and only generative benchmarks must not load the HF model")
 
-    monkeypatch.setattr(pipeline, "load_model", no_hf_model)
+    monkeypatch.setattr(runtime, "load_model", no_hf_model)
     bench = FIXTURES / "math500.jsonl"
     store_root = tmp_path / "store"
     shutil.copytree(micro_store, store_root)
@@ -582,7 +582,7 @@ def test_real_generate_stage_stores_the_engine_samples_resumes_and_frees_its_eng
     import psutil
 
     import forgetting.generate.vllm as vllm_backend
-    import forgetting.pipeline as pipeline
+    import forgetting.runtime as runtime
     from forgetting.pipeline import generate_stage
 
     store_root = tmp_path / "store"
@@ -593,7 +593,7 @@ def test_real_generate_stage_stores_the_engine_samples_resumes_and_frees_its_eng
     def no_hf_model(*args, **kwargs):
         raise AssertionError("generator=vllm must not load the HF model")
 
-    monkeypatch.setattr(pipeline, "load_model", no_hf_model)
+    monkeypatch.setattr(runtime, "load_model", no_hf_model)
     shared = _Shared(real.engine)
     with monkeypatch.context() as m:  # the first two chunks, then a "crash"
         m.setattr(sources, "make_backend", lambda *args, **kwargs: shared)
@@ -634,7 +634,7 @@ def test_real_generate_stage_stores_the_engine_samples_resumes_and_frees_its_eng
 
 @needs_vllm
 def test_real_eval_suite_samples_through_the_engine(real, real_store, tmp_path, monkeypatch):
-    import forgetting.pipeline as pipeline
+    import forgetting.runtime as runtime
     from forgetting.data.jsonl import read_jsonl
     from forgetting.pipeline import evaluate_stage
 
@@ -649,7 +649,7 @@ def test_real_eval_suite_samples_through_the_engine(real, real_store, tmp_path, 
         f"eval.generative=[{{name: math500, kind: math, path: '{bench}', n_samples: 3, max_new_tokens: 8, "
         "prompt_template: 'Question : {question}, Answer :'}]")
     shared = _Shared(real.engine)
-    monkeypatch.setattr(pipeline, "load_model", no_hf_model)
+    monkeypatch.setattr(runtime, "load_model", no_hf_model)
     monkeypatch.setattr(sources, "make_backend", lambda *args, **kwargs: shared)
     metrics = evaluate_stage(c, store, base, world)
     assert 0.0 <= metrics["pre/math500/acc"] <= 1.0
