@@ -21,7 +21,7 @@ BATCH, NEW_TOKENS, TEMPERATURE, TOP_P, REPS = 64, 128, 1.0, 0.95, 8
 
 def main() -> None:
     from forgetting.generate.hf import HFBackend
-    from forgetting.toy.pretrain import make_model
+    from forgetting.train.pretrain import make_model
 
     tmp = workdir("bench-generate-")
     c, _, _, tok = toy_world(tmp / "store")

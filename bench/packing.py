@@ -37,7 +37,7 @@ def shares(rows: list[dict], batch_size: int, packing: bool, pad: int) -> list[f
 
 def main() -> None:
     from forgetting.data.encode import IGNORE, Collator
-    from forgetting.toy.pretrain import make_model
+    from forgetting.train.pretrain import make_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=Path, help="a samples.jsonl of context-free samples ({'ids': [...]} rows)")

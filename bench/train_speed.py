@@ -139,7 +139,7 @@ def summarize(run: dict, timed: list[int]) -> dict:
 
 
 def main() -> None:
-    from forgetting.toy.pretrain import make_model
+    from forgetting.train.pretrain import make_model
 
     tmp = workdir("bench-train-")
     c, _, world, tok = toy_world(tmp / "store")

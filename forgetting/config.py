@@ -57,7 +57,7 @@ class ToyArchConfig:
 
 @dataclass
 class PretrainConfig:
-    """The toy base's pretraining run (forgetting/toy/pretrain.py). ``schedule: wsd`` stores the stable prefix and
+    """The toy base's pretraining run (forgetting/train/pretrain.py). ``schedule: wsd`` stores the stable prefix and
     the decay as two stages, so bases that differ only in their decay (e.g. SAM there or not) share the prefix."""
 
     steps: int = 1000

@@ -44,14 +44,14 @@ def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
         gguf = gguf_path(c.model.path)
         steps = [("import", {"gguf": gguf.name, "sha256": input_sha256(gguf)})]
     elif c.model.source == "toy":
-        from forgetting.toy.pretrain import chain
+        from forgetting.train.pretrain import chain
 
         steps = chain(c.model, world, pretrain_seed(c))
     else:
         steps = []
     m = c.model.midtrain
     if m.steps > 0:
-        from forgetting.toy.pretrain import midtrain_segment
+        from forgetting.train.pretrain import midtrain_segment
 
         parent = list(steps[-1]) if steps else {"hub": c.model.path, "revision": c.model.revision}
         corpus = {"world": world} if m.corpus == "world" else {"path": m.corpus, "limit": m.corpus_limit,
@@ -161,7 +161,7 @@ def hub_artifact(c: Config) -> Artifact:
 def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
     """The model to fine-tune: the toy world's pretrained model, a GGUF file's weights, or a hub id / local
     directory (read in place); then its continued pretraining (``model.midtrain``), if any."""
-    from forgetting.toy.pretrain import run_segment
+    from forgetting.train.pretrain import run_segment
 
     parent = hub_artifact(c) if c.model.source == "hf" else None
     for stage, spec in base_chain(c, world):

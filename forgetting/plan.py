@@ -252,7 +252,7 @@ class _Planner:
             hub = hub_artifact(c)
             self.add(Step("hub", hub.key, _hub_what(c.model.path, c.model.revision), stored=True))
         if chain is None:  # the continued pretraining's key reads its corpus: estimated all the same
-            from forgetting.toy.pretrain import midtrain_segment  # (imports the trainer: only when needed)
+            from forgetting.train.pretrain import midtrain_segment  # (imports the trainer: only when needed)
 
             m = c.model.midtrain
             chain = [("continue", {"segment": midtrain_segment(m, pretrain_seed(c) if m.seed is None else m.seed),
@@ -577,7 +577,7 @@ def zero_of(deepspeed: dict | None) -> tuple[int, bool, bool] | None:
 
 
 def segment_setup(seg: dict, gpu: bool, micro_batch: int | None = None, grad_accum: int | None = None) -> TrainSetup:
-    """A pretraining or continued-pretraining segment's step (``forgetting.toy.pretrain``): fp32 weights (the parent
+    """A pretraining or continued-pretraining segment's step (``forgetting.train.pretrain``): fp32 weights (the parent
     loaded in fp32), AdamW, SAM when ρ > 0, its processes and DeepSpeed config; no checkpointing."""
     ds = zero_of(seg.get("deepspeed"))
     return TrainSetup(micro_batch=micro_batch or seg["batch_size"], seq_len=seg["seq_len"],

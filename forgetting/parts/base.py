@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from forgetting.errors import check
+from forgetting.train.hooks import Hook
 
 # kind → the part a method uses when it names none
 KINDS = {"init": "base", "augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw",
@@ -91,28 +92,8 @@ class Adapter(Part):
         return model
 
 
-class TrainHook(Part):
-    """A change to the trainer's update: ``optimizer`` wraps the optimizer class HF's Trainer chose,
-    ``training_step`` wraps one micro-batch's forward and backward (e.g. a second pass at perturbed weights),
-    ``gradient`` adds to the step's complete gradient once, ``log`` adds to the logged values. All run in every
-    training process (parts are pickled to DeepSpeed's workers)."""
-
-    hf_optim: ClassVar[str | None] = None  # an optimizer part: the HF Trainer's ``optim`` name
-
-    def optimizer(self, cls: type, kwargs: dict) -> tuple[type, dict]:
-        return cls, kwargs
-
-    def training_step(self, trainer, step, model, inputs, num_items_in_batch=None):
-        """``step(model, inputs, num_items_in_batch)`` is the step without this hook; returns the detached loss."""
-        return step(model, inputs, num_items_in_batch)
-
-    def gradient(self, trainer, model) -> None:
-        """Add to the step's gradient once per optimizer step, when it is complete — after every micro-batch and
-        every pass over them (SAM's second one included) — and before clipping: the gradient of a term of the loss
-        that does not depend on the batch (EWC's penalty)."""
-
-    def log(self, trainer, logs: dict) -> None:
-        pass
+class TrainHook(Part, Hook):
+    """A method part that changes the trainer's update: a trainer hook (forgetting/train/hooks.py) with knobs."""
 
 
 class Regularizer(TrainHook):

@@ -40,7 +40,7 @@ class Rows(Dataset):
 
 
 class WeightedTrainer(Trainer):
-    """The per-token weighted loss, and the method's hooks into the update (``forgetting.parts.base.TrainHook``:
+    """The per-token weighted loss, and the method's hooks into the update (``forgetting.train.hooks.Hook``:
     e.g. the ℓ2 anchor in the optimizer, its penalty in the logs)."""
 
     def __init__(self, *args, hooks: Sequence = (), init_optimizer: Path | None = None, **kwargs):

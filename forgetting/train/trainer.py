@@ -28,7 +28,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
     as training goes). ``t`` is the trainer config (lr, batches, schedule, ...; forgetting/config.py). ``model`` is a
     model, or a
     function that creates one. A peft model (LoRA) is merged into its base weights before saving, so every
-    evaluator sees a plain checkpoint. ``hooks``: the method's trainer parts (``forgetting.parts.base.TrainHook``:
+    evaluator sees a plain checkpoint. ``hooks``: the method's trainer parts (``forgetting.train.hooks.Hook``:
     its optimizer, a regularizer such as ℓ2). With a ``t.deepspeed`` config (e.g. ZeRO-3) or
     ``t.num_processes > 1``, training runs in worker processes (``forgetting.train.distributed``); ``model`` must
     then be a picklable function, since each worker creates the model itself (under ZeRO-3, already partitioned).

@@ -234,7 +234,7 @@ def test_a_stage_2_version_trains_on_a_reweighted_corpus(micro_store, tmp_path):
     v5_mix is v5)."""
     from forgetting.pipeline import base_stage, plan, world_stage
     from forgetting.store import Store
-    from forgetting.toy.pretrain import corpus_texts
+    from forgetting.train.pretrain import corpus_texts
 
     c = compose("debug=micro", f"store_dir={micro_store}")
     world = world_stage(c, Store(micro_store))

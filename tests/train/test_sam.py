@@ -1,8 +1,8 @@
-"""SAM (forgetting/parts/sam.py): ρ = 0 is AdamW bit for bit; on a quadratic the step is the analytic one; SAM
-under gradient accumulation is SAM on the larger batch (not a perturbation per micro-batch); a killed run resumes
-to identical weights; DeepSpeed is refused in one line. And the toy base's pretraining segments
-(forgetting/toy/pretrain.py): a WSD prefix is shared by bases that differ only in their decay, and a continuation
-starts from its parent's AdamW state with its own lr."""
+"""SAM (forgetting/train/sam.py, the part forgetting/parts/sam.py): ρ = 0 is AdamW bit for bit; on a quadratic the step
+is the analytic one; SAM under gradient accumulation is SAM on the larger batch (not a perturbation per micro-
+batch); a killed run resumes to identical weights; DeepSpeed is refused in one line. And the toy base's pretraining
+segments (forgetting/train/pretrain.py): a WSD prefix is shared by bases that differ only in their decay, and a
+continuation starts from its parent's AdamW state with its own lr."""
 from __future__ import annotations
 
 import shutil
@@ -236,7 +236,7 @@ def test_wsd_decays_linearly_to_a_tenth_of_the_peak_at_its_last_step():
     """Paper 003 §3.3: after the stable phase the lr decays to 10% of its peak over the final d steps."""
     from transformers import get_scheduler
 
-    from forgetting.toy.pretrain import schedule, segments
+    from forgetting.train.pretrain import schedule, segments
 
     p = compose("pretrain=wsd", "model.pretrain.steps=200", "model.pretrain.lr=2e-3").model.pretrain
     stable, decay = segments(p, seed=0)

@@ -25,6 +25,7 @@ from forgetting.config import ADAM_BETA2, MidtrainConfig, ModelConfig, PretrainC
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
 from forgetting.toy.world import ToyWorld
+from forgetting.train.sam import SamStep
 from forgetting.train.trainer import train
 
 
@@ -129,7 +130,6 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
 
     from forgetting.errors import ConfigError
     from forgetting.models import load_tokenizer
-    from forgetting.parts.sam import SAM, SamKnobs
     from forgetting.runtime import tokenizer_of
 
     seg = spec["segment"]
@@ -154,7 +154,7 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
                       weight_decay=seg["weight_decay"], adam_beta2=seg.get("adam_beta2", ADAM_BETA2),
                       save_steps=max(50, seg["steps"] // 4), logging_steps=10, bf16=seg["bf16"],
                       gradient_checkpointing=False, packing=False, num_processes=processes, deepspeed=deepspeed)
-    hooks = [SAM(SamKnobs(rho=seg["rho"]))] if seg["rho"] > 0 else []
+    hooks = [SamStep(seg["rho"])] if seg["rho"] > 0 else []
     state = Path(parent.path) / "optimizer.pt" if parent is not None and parent.stage != "hub" else None
     state = state if state is not None and state.exists() else None
     if deepspeed and state is not None:
