@@ -40,7 +40,7 @@ from forgetting.errors import check as _check
 from forgetting.errors import check_local as _check_local
 from forgetting.estimate import DEVICES
 from forgetting.evaluate import evaluators
-from forgetting.evaluate.benchmarks import KINDS as BENCHMARK_KINDS
+from forgetting.evaluate.benchmarks import BENCHMARK_KINDS
 from forgetting.models import gguf_path
 
 
