@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from forgetting.compose import Config
 from forgetting.config import ADAM_BETA2
 from forgetting.data.encode import encode_ids, encode_text
+from forgetting.generate.backends import BACKENDS
 from forgetting.models import model_dir
 from forgetting.parts import DEFAULT_PART
 from forgetting.runtime import Inputs, check_answers_fit, encode_example, load, tokenizer_of, train_dtype
@@ -278,10 +279,8 @@ def evaluation(c: Config, store: Store, model_art: Artifact, world: Artifact | N
     def make(out: Path) -> None:
         ev = Evaluation(c, store, model_art, world, base, out)
         evaluators = active(ev)
-        if c.generator.backend != "hf" and any(x.name == "generative" for x in evaluators):
-            from forgetting.generate.vllm import require_vllm
-
-            require_vllm()  # before any model is loaded
+        if any(x.name == "generative" for x in evaluators):
+            BACKENDS[c.generator.backend].require()  # before any model is loaded
         if any(x.needs_model for x in evaluators):
             ev.model, ev.tokenizer = load(c, model_art)
         else:

@@ -40,14 +40,13 @@ from forgetting.estimate import (
     fisher_memory,
     fits,
     generate_flops,
-    hf_generate_memory,
     host_device,
     human,
     seconds,
     train_flops,
     train_memory,
-    vllm_memory,
 )
+from forgetting.generate.backends import BACKENDS
 from forgetting.pipeline import (
     base_chain,
     evaluate_spec,
@@ -421,8 +420,9 @@ class _Planner:
         if a is not None:
             e = c.eval
             context, assumed = eval_context(c, a, names)
+            backend = BACKENDS[c.generator.backend]
             gen_tokens = max([e.max_gen_toks, int(e.gen_kwargs.get("max_gen_toks") or 0)] +
-                             ([b.max_new_tokens for b in e.generative] if c.generator.backend == "hf" else []))
+                             ([b.max_new_tokens for b in e.generative] if not backend.own_engine else []))
             est = eval_memory(a, c.model.dtype, e.batch_size, context, gen_tokens, self.device.gpu)
             if assumed:
                 step.why = (f"sized at {e.batch_size} × {context} tokens per batch before new tokens (the tasks' "
@@ -430,11 +430,10 @@ class _Planner:
             if "sharpness" in names:
                 est.parts["base model (fp32, sharpness)"] = 4 * a.params
                 est.peak += 4 * a.params
-            if e.generative and c.generator.backend != "hf":  # the engine after the HF model is freed
+            if e.generative and backend.own_engine:  # the engine after the HF model is freed
                 g = c.generator
                 longest = max(b.max_new_tokens for b in e.generative) + c.trainer.max_seq_len
-                v, ok = vllm_memory(a, g.dtype or c.model.dtype, g.tensor_parallel_size, self.device.memory,
-                                    g.gpu_memory_utilization, g.kv_cache_memory_bytes, g.max_model_len or longest)
+                v, _, _ = backend.memory(a, g, backend.dtype(g, c.model.dtype), self.device, longest)
                 if v.peak > est.peak:
                     est = v
             self.finish(step, est, c.model.dtype, 1, flops=False)
@@ -450,15 +449,10 @@ class _Planner:
         self.finish(step, e, dtype, devices, fix=fix, flops=tokens is not None)
 
     def generate_estimate(self, step: Step, c: Config, a: Arch, gen, prompt: int, n: int | None) -> None:
-        dtype = (gen.dtype or c.model.dtype) if gen.backend == "vllm" else c.model.dtype
+        backend = BACKENDS[gen.backend]
+        dtype = backend.dtype(gen, c.model.dtype)
         length = prompt + gen.max_new_tokens
-        if gen.backend == "vllm":
-            e, ok = vllm_memory(a, dtype, gen.tensor_parallel_size, self.device.memory, gen.gpu_memory_utilization,
-                                gen.kv_cache_memory_bytes, gen.max_model_len or length)
-            devices = gen.tensor_parallel_size * gen.data_parallel_size
-        else:
-            ok = True
-            e, devices = hf_generate_memory(a, dtype, gen.batch_size, length, self.device.gpu), 1
+        e, ok, devices = backend.memory(a, gen, dtype, self.device, length)
         if n is not None:
             e.tokens = n * length
             e.flops = generate_flops(a, e.tokens)
