@@ -20,6 +20,7 @@ import yaml
 
 from forgetting.compose import Config
 from forgetting.config import DatasetConfig, MidtrainConfig
+from forgetting.data.datasets import DATASET_SOURCES
 from forgetting.data.files import check_file, content_problem, file_builder
 from forgetting.data.offline import is_corpus_file
 from forgetting.errors import ConfigError
@@ -152,7 +153,7 @@ def _check_data(d: DatasetConfig) -> dict[str, list]:
     """``{key: [(where, row)]}`` of the local data files the run reads, every row checked (a bad row refuses its
     file); a hub dataset is checked when it is loaded."""
     rows = {}
-    if d.source != "toy" and file_builder(d.path):
+    if DATASET_SOURCES[d.source].reads_path and file_builder(d.path):
         rows["dataset.path"] = check_file("dataset.path", d.path, d)[: d.limit]
     for other in d.mix_with:
         if file_builder(other):

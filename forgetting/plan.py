@@ -24,7 +24,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from forgetting.compose import Config
+from forgetting.data.datasets import DATASET_SOURCES
 from forgetting.data.mix import n_augment, train_steps
+from forgetting.data.replay import REPLAY_SOURCES
 from forgetting.errors import ConfigError
 from forgetting.estimate import (
     DEVICES,
@@ -350,7 +352,7 @@ class _Planner:
             return
         n = n_augment(n_down, c.method.ratio) if n_down is not None else None
         if part.name == "replay":
-            if c.replay.source != "toy":
+            if REPLAY_SOURCES[c.replay.source].stored:
                 art, why = self.artifact("replay", lambda: part.source_spec(inputs))
                 self.add(Step("replay", None, f"{c.replay.max_rows} rows sampled from {c.replay.path} (one pass)"),
                          art, why)
@@ -534,25 +536,18 @@ def _evaluator_label(c: Config, name: str) -> str:
 
 
 def downstream_rows(c: Config, count: bool = True) -> tuple[int | None, str]:
-    """The downstream rows training reads (after ``dataset.limit``): the toy world's count, a local file's rows, or
-    ``dataset.n_rows``; None (with why) when none of these is known."""
+    """The downstream rows training reads (after ``dataset.limit``): what the source knows without loading (the toy
+    world's count, a local file's rows when ``count``), else ``dataset.n_rows``; None (with why) when none of these
+    is known."""
     d = c.dataset
-    if d.source == "toy":
-        n = c.world.n_down_train
-    else:
-        from forgetting.data.files import check_file, file_builder, is_local, local_files
-
-        paths = [d.path, *d.mix_with]
-        if count and d.source == "jsonl" and all(file_builder(p) and is_local(p) and local_files(p) and
-                                       all(Path(f).is_file() for f in local_files(p)) for p in paths):
-            n = sum(len(check_file("dataset.path", p, d)) for p in paths)
-        elif d.n_rows is not None:
-            n = d.n_rows
-        elif d.limit is not None:
+    n = DATASET_SOURCES[d.source].count(d, c.world, count)
+    if n is None:
+        n = d.n_rows
+    if n is None:
+        if d.limit is not None:
             return d.limit, ""  # at most the limit (exactly, for a source with more rows)
-        else:
-            return None, (f"dataset.n_rows is not set and {d.path} is not local: the step count is unknown "
-                          "(set dataset.n_rows from the dataset card)")
+        return None, (f"dataset.n_rows is not set and {d.path} is not local: the step count is unknown "
+                      "(set dataset.n_rows from the dataset card)")
     return (min(n, d.limit) if d.limit else n), ""
 
 
