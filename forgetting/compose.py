@@ -40,18 +40,18 @@ from forgetting.errors import check as _check
 from forgetting.errors import check_local as _check_local
 from forgetting.estimate import DEVICES
 from forgetting.evaluate import evaluators
-from forgetting.evaluate.benchmarks import KINDS as BENCHMARK_KINDS
+from forgetting.evaluate.benchmarks import BENCHMARK_KINDS
 from forgetting.models import gguf_path
 
 
 def _method_check(self) -> None:
     """The method picks a registered part of each kind; every part's knobs are checked, active or not (a bad value
     in a sweep fails before it runs)."""
-    for kind in parts.KINDS:
+    for kind in parts.DEFAULT_PART:
         names = parts.parts_of(kind)
         _check(getattr(self, kind) in names, f"method.{kind}", getattr(self, kind), f"one of {', '.join(names)}")
     seen = set()
-    for kind in parts.KINDS:
+    for kind in parts.DEFAULT_PART:
         for part in parts.parts_of(kind).values():
             if part.Knobs not in seen:
                 seen.add(part.Knobs)

@@ -257,7 +257,7 @@ class DatasetConfig:
     # template for the user turn, the response (e.g. "<think>…</think> answer") as the assistant turn (MedReason)
     format: str = "plain"
     prompt_template: str = "Question : {query}, Answer :"  # MetaMathQA format (paper Appendix B)
-    # row → (query, response): a field name each, or a builder in forgetting/data/formats.py (e.g. "medreason")
+    # row → (query, response): a field name each, or a registered builder (forgetting/data/builders.py: "medreason")
     query_field: str = "query"
     response_field: str = "response"
     builder: Optional[str] = None

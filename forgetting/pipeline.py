@@ -19,7 +19,9 @@ from types import SimpleNamespace
 from forgetting.compose import Config
 from forgetting.config import ADAM_BETA2
 from forgetting.data.encode import encode_ids, encode_text
+from forgetting.generate.backends import BACKENDS
 from forgetting.models import model_dir
+from forgetting.parts import DEFAULT_PART
 from forgetting.runtime import Inputs, check_answers_fit, encode_example, load, tokenizer_of, train_dtype
 from forgetting.store import Artifact, Store, atomic_write_text, input_sha256
 
@@ -277,10 +279,8 @@ def evaluation(c: Config, store: Store, model_art: Artifact, world: Artifact | N
     def make(out: Path) -> None:
         ev = Evaluation(c, store, model_art, world, base, out)
         evaluators = active(ev)
-        if c.generator.backend != "hf" and any(x.name == "generative" for x in evaluators):
-            from forgetting.generate.vllm import require_vllm
-
-            require_vllm()  # before any model is loaded
+        if any(x.name == "generative" for x in evaluators):
+            BACKENDS[c.generator.backend].require()  # before any model is loaded
         if any(x.needs_model for x in evaluators):
             ev.model, ev.tokenizer = load(c, model_art)
         else:
@@ -355,8 +355,6 @@ def _changes_run(c: Config, key: str) -> bool:
     """Whether the config leaf ``key`` is read by this run's model: the model and data always; with training, the
     trainer, the parts the method picks and their knobs, and the generator or replay settings in the
     augmentation's source spec (whose keys are the config's leaf names)."""
-    from forgetting.parts import KINDS
-
     m = c.method
     group, _, knob = key.partition(".")
     if group in ("model", "dataset", "pretrain", "version"):  # option groups of model.pretrain and model
@@ -368,7 +366,7 @@ def _changes_run(c: Config, key: str) -> bool:
     parts = m.parts()
     if group == "method":
         # a knob of an active part (its spec may leave out knobs that act through its source, e.g. recycle_from)
-        return knob in KINDS or any(knob in part.spec() or knob in {f.name for f in fields(part.Knobs)}
+        return knob in DEFAULT_PART or any(knob in part.spec() or knob in {f.name for f in fields(part.Knobs)}
                                     for part in parts.values())
     placeholder = Artifact("hub", "", Path("."))  # the spec's names, not its values, are what matters here
     source = parts["augment"].source_spec(inputs_of(c, Store(c.store_dir), placeholder, None)) or {}

@@ -24,7 +24,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from forgetting.compose import Config
+from forgetting.data.datasets import DATASET_SOURCES
 from forgetting.data.mix import n_augment, train_steps
+from forgetting.data.replay import REPLAY_SOURCES
 from forgetting.errors import ConfigError
 from forgetting.estimate import (
     DEVICES,
@@ -40,14 +42,13 @@ from forgetting.estimate import (
     fisher_memory,
     fits,
     generate_flops,
-    hf_generate_memory,
     host_device,
     human,
     seconds,
     train_flops,
     train_memory,
-    vllm_memory,
 )
+from forgetting.generate.backends import BACKENDS
 from forgetting.pipeline import (
     base_chain,
     evaluate_spec,
@@ -351,7 +352,7 @@ class _Planner:
             return
         n = n_augment(n_down, c.method.ratio) if n_down is not None else None
         if part.name == "replay":
-            if c.replay.source != "toy":
+            if REPLAY_SOURCES[c.replay.source].stored:
                 art, why = self.artifact("replay", lambda: part.source_spec(inputs))
                 self.add(Step("replay", None, f"{c.replay.max_rows} rows sampled from {c.replay.path} (one pass)"),
                          art, why)
@@ -421,8 +422,9 @@ class _Planner:
         if a is not None:
             e = c.eval
             context, assumed = eval_context(c, a, names)
+            backend = BACKENDS[c.generator.backend]
             gen_tokens = max([e.max_gen_toks, int(e.gen_kwargs.get("max_gen_toks") or 0)] +
-                             ([b.max_new_tokens for b in e.generative] if c.generator.backend == "hf" else []))
+                             ([b.max_new_tokens for b in e.generative] if not backend.own_engine else []))
             est = eval_memory(a, c.model.dtype, e.batch_size, context, gen_tokens, self.device.gpu)
             if assumed:
                 step.why = (f"sized at {e.batch_size} × {context} tokens per batch before new tokens (the tasks' "
@@ -430,11 +432,10 @@ class _Planner:
             if "sharpness" in names:
                 est.parts["base model (fp32, sharpness)"] = 4 * a.params
                 est.peak += 4 * a.params
-            if e.generative and c.generator.backend != "hf":  # the engine after the HF model is freed
+            if e.generative and backend.own_engine:  # the engine after the HF model is freed
                 g = c.generator
                 longest = max(b.max_new_tokens for b in e.generative) + c.trainer.max_seq_len
-                v, ok = vllm_memory(a, g.dtype or c.model.dtype, g.tensor_parallel_size, self.device.memory,
-                                    g.gpu_memory_utilization, g.kv_cache_memory_bytes, g.max_model_len or longest)
+                v, _, _ = backend.memory(a, g, backend.dtype(g, c.model.dtype), self.device, longest)
                 if v.peak > est.peak:
                     est = v
             self.finish(step, est, c.model.dtype, 1, flops=False)
@@ -450,15 +451,10 @@ class _Planner:
         self.finish(step, e, dtype, devices, fix=fix, flops=tokens is not None)
 
     def generate_estimate(self, step: Step, c: Config, a: Arch, gen, prompt: int, n: int | None) -> None:
-        dtype = (gen.dtype or c.model.dtype) if gen.backend == "vllm" else c.model.dtype
+        backend = BACKENDS[gen.backend]
+        dtype = backend.dtype(gen, c.model.dtype)
         length = prompt + gen.max_new_tokens
-        if gen.backend == "vllm":
-            e, ok = vllm_memory(a, dtype, gen.tensor_parallel_size, self.device.memory, gen.gpu_memory_utilization,
-                                gen.kv_cache_memory_bytes, gen.max_model_len or length)
-            devices = gen.tensor_parallel_size * gen.data_parallel_size
-        else:
-            ok = True
-            e, devices = hf_generate_memory(a, dtype, gen.batch_size, length, self.device.gpu), 1
+        e, ok, devices = backend.memory(a, gen, dtype, self.device, length)
         if n is not None:
             e.tokens = n * length
             e.flops = generate_flops(a, e.tokens)
@@ -540,25 +536,18 @@ def _evaluator_label(c: Config, name: str) -> str:
 
 
 def downstream_rows(c: Config, count: bool = True) -> tuple[int | None, str]:
-    """The downstream rows training reads (after ``dataset.limit``): the toy world's count, a local file's rows, or
-    ``dataset.n_rows``; None (with why) when none of these is known."""
+    """The downstream rows training reads (after ``dataset.limit``): what the source knows without loading (the toy
+    world's count, a local file's rows when ``count``), else ``dataset.n_rows``; None (with why) when none of these
+    is known."""
     d = c.dataset
-    if d.source == "toy":
-        n = c.world.n_down_train
-    else:
-        from forgetting.data.files import check_file, file_builder, is_local, local_files
-
-        paths = [d.path, *d.mix_with]
-        if count and d.source == "jsonl" and all(file_builder(p) and is_local(p) and local_files(p) and
-                                       all(Path(f).is_file() for f in local_files(p)) for p in paths):
-            n = sum(len(check_file("dataset.path", p, d)) for p in paths)
-        elif d.n_rows is not None:
-            n = d.n_rows
-        elif d.limit is not None:
+    n = DATASET_SOURCES[d.source].count(d, c.world, count)
+    if n is None:
+        n = d.n_rows
+    if n is None:
+        if d.limit is not None:
             return d.limit, ""  # at most the limit (exactly, for a source with more rows)
-        else:
-            return None, (f"dataset.n_rows is not set and {d.path} is not local: the step count is unknown "
-                          "(set dataset.n_rows from the dataset card)")
+        return None, (f"dataset.n_rows is not set and {d.path} is not local: the step count is unknown "
+                      "(set dataset.n_rows from the dataset card)")
     return (min(n, d.limit) if d.limit else n), ""
 
 

@@ -16,6 +16,7 @@ from forgetting.data.datasets import downstream_spec, load_downstream
 from forgetting.data.encode import IGNORE, encode_pair, encode_prompt
 from forgetting.data.formats import chat_prompt_ids, encode_chat
 from forgetting.errors import ConfigError
+from forgetting.generate.backends import BACKENDS
 from forgetting.models import bos_token_id, load_model, load_tokenizer
 from forgetting.store import Artifact, Store, key_of
 
@@ -114,24 +115,26 @@ def free_gpu_memory() -> None:
 def load(c: Any, art: Artifact, dtype: str | None = None):
     """(model, tokenizer) of an artifact, or of the hub model when ``art`` is the hub reference; the weights in
     ``dtype`` (default ``model.dtype``)."""
-    hub = art.stage == "hub"
-    path = c.model.path if hub else art.path
-    revision = c.model.revision if hub else None
+    return load_weights(c, art, dtype), tokenizer_of(c, art)
+
+
+def load_weights(c: Any, art: Artifact, dtype: str | None = None):
+    """:func:`load`'s model alone, on ``device``."""
+    path, revision = weights_of(c, art)
     model = load_model(path, dtype or c.model.dtype, c.model.trust_remote_code, revision)
-    return (model.to(c.device) if c.device != "cpu" else model), tokenizer_of(c, art)
+    return model.to(c.device) if c.device != "cpu" else model
+
+
+def weights_of(c: Any, art: Artifact) -> tuple[Any, str | None]:
+    """(path, revision) of an artifact's weights: its directory, or the hub model's id and revision."""
+    return (c.model.path, c.model.revision) if art.stage == "hub" else (art.path, None)
 
 
 def generation_model(c: Any, art: Artifact):
-    """What ``generator.backend`` samples from, with the tokenizer: the loaded model for hf; for vllm only where the
-    weights are (a ``VLLMModel``), since vLLM loads them itself, in its own processes and GPUs."""
-    if c.generator.backend == "hf":
-        return load(c, art)
-    from forgetting.generate.vllm import VLLMModel
-
-    hub = art.stage == "hub"
-    model = VLLMModel(path=str(c.model.path if hub else art.path), revision=c.model.revision if hub else None,
-                      trust_remote_code=c.model.trust_remote_code, dtype=c.generator.dtype or c.model.dtype)
-    return model, tokenizer_of(c, art)
+    """What ``generator.backend`` samples from, with the tokenizer: the backend's ``model`` (the loaded model for
+    hf; for vllm only where the weights are, a ``VLLMModel``, since vLLM loads them itself, in its own processes)."""
+    sampled = BACKENDS[c.generator.backend].model(c, *weights_of(c, art), lambda: load_weights(c, art))
+    return sampled, tokenizer_of(c, art)
 
 
 def tokenizer_of(c: Any, art: Artifact):

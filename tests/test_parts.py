@@ -15,7 +15,9 @@ from conftest import ROOT
 from safetensors.torch import load_file
 
 from forgetting.parts import base as parts_base
+from forgetting.parts import load
 from forgetting.parts.base import Regularizer, register
+from forgetting.registry import Registry
 
 
 def _norm(model_dir) -> float:
@@ -46,7 +48,8 @@ def test_a_part_added_outside_the_package_runs_end_to_end(store_copy, tmp_path):
 
 
 def test_a_knob_name_belongs_to_one_part(monkeypatch):
-    monkeypatch.setattr(parts_base, "_REGISTRY", {k: dict(v) for k, v in parts_base._REGISTRY.items()})
+    load()  # the package's parts, Wise-FT's among them (run alone, no other test has imported them)
+    monkeypatch.setattr(parts_base, "PARTS", {k: Registry(v.what, v) for k, v in parts_base.PARTS.items()})
     monkeypatch.setattr(parts_base, "_KNOBS", dict(parts_base._KNOBS))
     from dataclasses import dataclass
 

@@ -1,20 +1,27 @@
 """Row builders: a hub dataset's raw row → ``{"query", "response"}`` (``dataset.builder``), pure functions of the
-row. Adding a dataset whose columns need more than ``dataset.query_field`` / ``response_field``: one function
-here, named in ``BUILDERS``.
+row, registered in ``BUILDERS``. Adding a dataset whose columns need more than ``dataset.query_field`` /
+``response_field``: one function here (or in a ``FORGETTING_PLUGINS`` module) under ``@BUILDERS.register()``.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from forgetting.registry import Registry
+
+# dataset.builder=<name> → the function (registration order: the order an unknown name's error lists them)
+BUILDERS: Registry[Callable[[dict], dict]] = Registry("dataset.builder")
+
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
 
 
+@BUILDERS.register()
 def metamathqa(row: dict) -> dict:
     """``meta-math/MetaMathQA`` (columns query, response, type, original_question): used as is; the response
     already ends "The answer is: N", which the GSM8K-style strict-match filter reads."""
     return {"query": row["query"], "response": row["response"]}
 
 
+@BUILDERS.register()
 def medreason(row: dict) -> dict:
     """``UCSC-VLAA/MedReason`` (columns dataset_name, id_in_dataset, question, answer, reasoning, options): the
     question, then the reasoning inside ``<think>…</think>``, then the answer (paper Appendix B). The query is
@@ -23,6 +30,7 @@ def medreason(row: dict) -> dict:
     return {"query": row["question"], "response": THINK_OPEN + row["reasoning"] + THINK_CLOSE + row["answer"]}
 
 
+@BUILDERS.register()
 def medreason_options(row: dict) -> dict:
     """MedReason with its answer choices (``options``: "Answer Choices:\\nA. …\\nB. …", empty for open questions)
     after the question, as the multiple-choice benchmarks (MedQA, MedBullets) present them."""
@@ -33,6 +41,7 @@ def medreason_options(row: dict) -> dict:
     return out
 
 
+@BUILDERS.register()
 def tulu3_sft(row: dict) -> dict:
     """Tülu 3 SFT sets (``allenai/tulu-3-sft-personas-math`` and its -grade/-algebra siblings: columns id, prompt,
     messages): the first user turn of ``messages`` as the query, the assistant turn after it as the response."""
@@ -41,11 +50,3 @@ def tulu3_sft(row: dict) -> dict:
     if not users or users[0] + 1 >= len(messages) or messages[users[0] + 1]["role"] != "assistant":
         raise ValueError("'messages' has no user turn followed by an assistant turn")
     return {"query": messages[users[0]]["content"], "response": messages[users[0] + 1]["content"]}
-
-
-BUILDERS: dict[str, Callable[[dict], dict]] = {
-    "tulu3_sft": tulu3_sft,
-    "metamathqa": metamathqa,
-    "medreason": medreason,
-    "medreason_options": medreason_options,
-}

@@ -15,6 +15,9 @@ text with no download:
 Documents are drawn with a fixed seed from the running interpreter's standard library; the Python version is
 part of the evaluation key (another version has other files).
 
+The built-in corpora are the ``CORPORA`` registry: another one is a function returning its documents, under
+``@CORPORA.register("name")``.
+
 A corpus may also be a local ``.jsonl`` file of ``{"text": ...}`` documents held out of the model's pretraining — a
 Dolma or DCLM sample, as paper 003 measures forgetting by the held-out pretraining loss: its first ``n`` documents,
 named by the file's stem (``eval.corpora=[/data/dclm_heldout.jsonl]`` → ``pre/dclm_heldout/loss``); its content's
@@ -27,6 +30,12 @@ import random
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Callable
+
+from forgetting.registry import Registry
+
+# eval.corpora=[<name>] → the function listing the corpus's documents (each run samples eval.corpus_docs of them)
+CORPORA: Registry[Callable[[], list[str]]] = Registry("eval.corpora")
 
 CODE_LINES = 30
 MIN_PROSE_CHARS = 300
@@ -36,6 +45,7 @@ def _modules() -> list[Path]:
     return sorted(p for p in Path(sysconfig.get_paths()["stdlib"]).glob("*.py") if not p.name.startswith("_"))
 
 
+@CORPORA.register("stdlib_code")
 def _code_blocks() -> list[str]:
     blocks = []
     for path in _modules():
@@ -47,6 +57,7 @@ def _code_blocks() -> list[str]:
     return blocks
 
 
+@CORPORA.register("stdlib_prose")
 def _docstrings() -> list[str]:
     docs = []
     for path in _modules():
@@ -60,9 +71,6 @@ def _docstrings() -> list[str]:
                 if doc and len(doc) >= MIN_PROSE_CHARS:
                     docs.append(doc)
     return docs
-
-
-CORPORA = {"stdlib_code": _code_blocks, "stdlib_prose": _docstrings}
 
 
 def is_corpus_file(name: str) -> bool:
@@ -91,9 +99,7 @@ def corpus(name: str, n: int, seed: int = 0) -> list[str]:
                     if isinstance(text, str) and text.strip():
                         docs.append(text)
         return docs
-    if name not in CORPORA:
-        raise ValueError(f"eval.corpora entry {name!r} is unknown: expected one of {sorted(CORPORA)}")
-    docs = CORPORA[name]()
+    docs = CORPORA[name]()  # an unknown name: UnknownName (a ConfigError) naming the built-in corpora
     return random.Random(f"{name}:{seed}").sample(docs, min(n, len(docs)))
 
 

@@ -28,8 +28,9 @@ from forgetting.config import BenchmarkConfig
 from forgetting.data.encode import encode_prompt
 from forgetting.data.formats import chat_prompt_text, encode_rendered, file_builder
 from forgetting.evaluate.graders import GPQA_INSTRUCTION, grade_code, grade_math, grade_multiple_choice
+from forgetting.registry import Registry
 
-__all__ = ["KINDS", "Kind", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
+__all__ = ["BENCHMARK_KINDS", "Kind", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
            "load_livecodebench", "load_math", "load_medical_mc", "load_problems", "user_text"]
 
 THINK = "<think>\n"  # paper Appendix C: "we append a <think> token to the query"
@@ -223,19 +224,20 @@ class Kind:
     grade: Callable[..., list[dict]]  # (responses, problems, code_timeout_s=, workers=) -> one result per pair
 
 
-# The one table of kinds: eval.generative[].kind is checked against it (forgetting/compose.py).
-KINDS: dict[str, Kind] = {
+# The registry of kinds: eval.generative[].kind is checked against it (forgetting/compose.py). A new kind is one
+# entry: BENCHMARK_KINDS.add("name", Kind(loader, instruction, grader)).
+BENCHMARK_KINDS: Registry[Kind] = Registry("eval.generative[].kind", {
     "math": Kind(load_math, lambda q: MATH_INSTRUCTION + " " + q, grade_math),
     "gpqa": Kind(load_gpqa, lambda q: GPQA_INSTRUCTION + " " + q, grade_multiple_choice),
     "livecodebench": Kind(load_livecodebench, lambda q: LCB_STDIN_INSTRUCTION + " " + q + "\n\n" + CODE_FENCE,
                           grade_code),
     "medical_mc": Kind(load_medical_mc, lambda q: MEDICAL_INSTRUCTION + "\n" + q, grade_multiple_choice),
-}
+})
 
 
 def load_problems(cfg: BenchmarkConfig) -> list[dict]:
     """The benchmark's problems (the first ``limit`` of them if set)."""
-    problems = KINDS[cfg.kind].load(cfg)
+    problems = BENCHMARK_KINDS[cfg.kind].load(cfg)
     return problems[: cfg.limit] if cfg.limit else problems
 
 
@@ -243,7 +245,7 @@ def load_problems(cfg: BenchmarkConfig) -> list[dict]:
 
 def user_text(kind: str, question: str) -> str:
     """The user turn: the kind's instruction and the question."""
-    return KINDS[kind].instruction(question)
+    return BENCHMARK_KINDS[kind].instruction(question)
 
 
 def build_prompt(tokenizer, kind: str, question: str, prompt_template: str | None = None) -> tuple[str, list[int]]:

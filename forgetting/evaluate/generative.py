@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from forgetting.config import BenchmarkConfig
 from forgetting.data.jsonl import write_jsonl
-from forgetting.evaluate.benchmarks import KINDS, build_prompt, load_problems
+from forgetting.evaluate.benchmarks import BENCHMARK_KINDS, build_prompt, load_problems
 from forgetting.evaluate.graders import self_correction_stats
 
 __all__ = ["evaluate_generative", "grade"]
@@ -38,8 +38,9 @@ def _check(benchmarks: list[BenchmarkConfig]) -> None:
     """What BenchmarkConfig's own checks leave open, before hours of generation rather than after."""
     names = [b.name for b in benchmarks]
     for b in benchmarks:
-        if b.kind not in KINDS:
-            raise ValueError(f"benchmark {b.name!r}: kind {b.kind!r} is unknown; expected one of {', '.join(KINDS)}")
+        if b.kind not in BENCHMARK_KINDS:
+            raise ValueError(f"benchmark {b.name!r}: kind {b.kind!r} is unknown; expected one of "
+                             f"{', '.join(BENCHMARK_KINDS)}")
         if b.max_new_tokens < 1 or not 0 < b.top_p <= 1:
             raise ValueError(f"benchmark {b.name!r}: needs max_new_tokens >= 1 and 0 < top_p <= 1; got "
                              f"{b.max_new_tokens}, {b.top_p}")
@@ -54,8 +55,8 @@ def _chunk_seed(seed: int, name: str, chunk: int) -> int:
 
 def grade(kind: str, responses: list[str], problems: list[dict], *, code_timeout_s: float = 6.0,
           workers: int = 2) -> list[dict]:
-    """Grader results, one per (response, problem) pair, in order (the kind's grader: ``benchmarks.KINDS``)."""
-    return KINDS[kind].grade(responses, problems, code_timeout_s=code_timeout_s, workers=workers)
+    """Grader results, one per (response, problem) pair, in order (the kind's grader: ``BENCHMARK_KINDS``)."""
+    return BENCHMARK_KINDS[kind].grade(responses, problems, code_timeout_s=code_timeout_s, workers=workers)
 
 
 def _truncated(ids: list[int], eos: int | None, max_new_tokens: int) -> bool:

@@ -10,9 +10,10 @@ Model samples are made in chunks of ``generator.chunk`` rows; chunk ``i`` is its
 Every row is training-ready token ids: ``{"ids": [...], "n_prompt": k}``, with loss on the tokens after the
 first ``k`` (``k = 0``: every token).
 
-``generator.backend`` picks the sampler (``make_backend``): ``hf`` (``HFBackend``, the loaded model) or ``vllm``
-(``VLLMBackend``, which loads the weights itself from a ``VLLMModel``; tests/generate/test_vllm.py). Both write the
-same rows; the backend is part of the chunks' key, so their samples never mix.
+``generator.backend`` picks the sampler (``make_backend``, from the ``BACKENDS`` registry of
+``forgetting.generate.backends``): ``hf`` (``HFBackend``, the loaded model) or ``vllm`` (``VLLMBackend``, which loads
+the weights itself from a ``VLLMModel``; tests/generate/test_vllm.py). Both write the same rows; the backend is part
+of the chunks' key, so their samples never mix.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from forgetting.data.jsonl import read_jsonl, write_jsonl
+from forgetting.generate.backends import BACKENDS
 from forgetting.store import Artifact, Store
 
 
@@ -67,9 +69,9 @@ def _gen_spec(gen, temperature: str, model_dtype: str) -> dict:
     temperatures): hf batches its rows (padding and the random stream follow the batch), vLLM schedules its own
     batches with a seed per request and loads the weights in ``generator.dtype``."""
     skip = ({"temperature", "contextual_temperature"} - {temperature}) | set(_RESOURCES)
-    skip |= {"dtype"} if gen.backend == "hf" else {"batch_size"}
+    skip |= set(BACKENDS[gen.backend].not_in_key)
     spec = {k: v for k, v in asdict(gen).items() if k not in skip}
-    if gen.backend != "hf" and spec["dtype"] is None:
+    if "dtype" in spec and spec["dtype"] is None:
         spec["dtype"] = model_dtype  # null means model.dtype: the same samples
     return spec
 
@@ -155,22 +157,6 @@ def contextual(store: Store, base: Artifact, gen, n: int, *, prompts: list[list[
 
 
 def make_backend(name: str, model, tokenizer, gen=None):
-    """The sampler ``generator.backend=name`` names. ``hf``: ``model`` is the loaded model. ``vllm``: ``model`` is
-    a ``VLLMModel`` (where the weights are) and ``gen`` (the generator config) sets its resources."""
-    if name == "hf":
-        from forgetting.generate.hf import HFBackend
-
-        return HFBackend(model, tokenizer)
-    if name == "vllm":
-        from forgetting.generate.vllm import VLLMBackend, VLLMModel, require_vllm
-
-        require_vllm()
-        if not isinstance(model, VLLMModel):
-            raise TypeError(f"generator.backend='vllm' samples from a VLLMModel (where the weights are), got "
-                            f"{type(model).__name__}: expected pipeline.generation_model() to make it")
-        knobs = {} if gen is None else dict(
-            tensor_parallel_size=gen.tensor_parallel_size, data_parallel_size=gen.data_parallel_size,
-            gpu_memory_utilization=gen.gpu_memory_utilization, max_model_len=gen.max_model_len,
-            kv_cache_memory_bytes=gen.kv_cache_memory_bytes, enforce_eager=gen.enforce_eager, seed=gen.seed)
-        return VLLMBackend(model, tokenizer, **knobs)
-    raise ValueError(f"generator.backend={name!r} is not available here: expected 'hf' or 'vllm'")
+    """The sampler ``generator.backend=name`` names (``BACKENDS[name].start``): ``model`` is what the backend's
+    ``model()`` made (``forgetting.runtime.generation_model``); ``gen`` (the generator config) sets its resources."""
+    return BACKENDS[name].start(model, tokenizer, gen)

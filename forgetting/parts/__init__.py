@@ -5,7 +5,8 @@
 
 A method (``conf/method/*.yaml``) picks one part of each kind — ``augment`` (rows mixed into fine-tuning),
 ``adapter`` (what is trained), ``regularizer`` and ``optimizer`` (hooks into the trainer's update), ``merge``
-(post-hoc, on the weights) — and sets their knobs. A part is a class registered with :func:`register`: its
+(post-hoc, on the weights) — and sets their knobs. A part is a class registered with the :func:`register` class
+decorator into its kind's registry (``PARTS[kind]``, a :class:`forgetting.registry.Registry`): its
 ``Knobs`` dataclass holds its typed settings (``method.<knob>`` on the command line; several parts may share a knob
 by sharing a ``Knobs`` class), and ``spec()`` is its contribution to the stage keys — its name and its own knobs,
 so a knob of an inactive part never changes a key. Its hook into the stage it changes is its kind's method (see
@@ -22,9 +23,9 @@ import importlib
 import os
 import pkgutil
 
-from forgetting.parts.base import KINDS, Part, active, knob_fields, parts_of, register
+from forgetting.parts.base import DEFAULT_PART, PARTS, Part, active, knob_fields, parts_of, register
 
-__all__ = ["KINDS", "Part", "active", "knob_fields", "load", "parts_of", "register"]
+__all__ = ["DEFAULT_PART", "PARTS", "Part", "active", "knob_fields", "load", "parts_of", "register"]
 
 _loaded = False
 

@@ -1,4 +1,5 @@
-"""The part kinds and their registry (see :mod:`forgetting.parts`).
+"""The part kinds and their registries (see :mod:`forgetting.parts`): one :class:`~forgetting.registry.Registry` per
+kind, ``PARTS[kind]``, filled by the :func:`register` class decorator.
 
     pytest tests/test_parts.py
 """
@@ -10,11 +11,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from forgetting.errors import check
+from forgetting.registry import Registry
 from forgetting.train.hooks import Hook
 
-# kind → the part a method uses when it names none
-KINDS = {"init": "base", "augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw",
-         "merge": "none"}
+# kind → the part a method uses when it names none (the kinds, in the order a method lists them)
+DEFAULT_PART = {"init": "base", "augment": "none", "adapter": "full", "regularizer": "none", "optimizer": "adamw",
+                "merge": "none"}
 
 
 @dataclass
@@ -113,16 +115,17 @@ class Merge(Part):
         raise NotImplementedError
 
 
-_REGISTRY: dict[str, dict[str, type[Part]]] = {kind: {} for kind in KINDS}
+# kind → its parts by name (method.<kind>=<name> picks one)
+PARTS: dict[str, Registry[type[Part]]] = {kind: Registry(f"method.{kind}") for kind in DEFAULT_PART}
 _KNOBS: dict[str, tuple[type, dataclasses.Field, type]] = {}  # knob → (its type, its field, the Knobs class)
 
 
 def register(cls: type[Part]) -> type[Part]:
     """Class decorator: make ``cls`` a part ``method.<kind>=<name>`` can pick. A knob name belongs to one
     ``Knobs`` class, so two parts share a knob only by sharing the class."""
-    if cls.kind not in KINDS:
-        raise TypeError(f"part {cls.__name__}: kind={cls.kind!r} is invalid: expected one of {', '.join(KINDS)}")
-    known = _REGISTRY[cls.kind].get(cls.name)
+    if cls.kind not in PARTS:
+        raise TypeError(f"part {cls.__name__}: kind={cls.kind!r} is invalid: expected one of {', '.join(PARTS)}")
+    known = PARTS[cls.kind].get(cls.name)
     if not cls.name or (known is not None and known.__qualname__ != cls.__qualname__):
         raise TypeError(f"part {cls.__name__}: name={cls.name!r} is invalid: expected a new {cls.kind} name")
     hints = typing.get_type_hints(cls.Knobs)
@@ -134,12 +137,15 @@ def register(cls: type[Part]) -> type[Part]:
             raise TypeError(f"part {cls.name}: knob {f.name!r} is already a knob of {owner[2].__qualname__}: "
                             "expected a new name, or the same Knobs class")
         _KNOBS[f.name] = (hints[f.name], f, declared)
-    _REGISTRY[cls.kind][cls.name] = cls
+    if known is None:
+        PARTS[cls.kind].add(cls.name, cls)
+    else:  # the same class imported again (a plug-in module under a second name): it replaces itself
+        PARTS[cls.kind][cls.name] = cls
     return cls
 
 
-def parts_of(kind: str) -> dict[str, type[Part]]:
-    return _REGISTRY[kind]
+def parts_of(kind: str) -> Registry[type[Part]]:
+    return PARTS[kind]
 
 
 def knob_fields() -> list[tuple[str, type, dataclasses.Field]]:
@@ -155,8 +161,8 @@ def knob_fields() -> list[tuple[str, type, dataclasses.Field]]:
 def active(method) -> dict[str, Part]:
     """kind → the part instance ``method`` picks, with its knobs read from the method config."""
     out = {}
-    for kind in KINDS:
-        cls = _REGISTRY[kind][getattr(method, kind)]
+    for kind, registry in PARTS.items():
+        cls = registry[getattr(method, kind)]
         knobs = cls.Knobs(**{f.name: getattr(method, f.name) for f in dataclasses.fields(cls.Knobs)})
         out[kind] = cls(knobs)
     return out

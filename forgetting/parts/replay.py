@@ -22,5 +22,4 @@ class Replay(Augment):
     def rows(self, ctx, n: int) -> list[dict]:
         from forgetting.data.replay import load_replay_corpus
 
-        world = ctx.world.path if ctx.world is not None else None
-        return [{"text": t} for t in load_replay_corpus(ctx.c.replay, n, ctx.c.generator.seed, world, ctx.store)]
+        return [{"text": t} for t in load_replay_corpus(ctx.c.replay, n, ctx.c.generator.seed, ctx.world, ctx.store)]

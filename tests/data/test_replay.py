@@ -58,8 +58,8 @@ def test_toy_world_corpus_keeps_the_existing_replay_order(tmp_path):
     corpus = [f"document number {i}." for i in range(25)]
     (tmp_path / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus))
     cfg = ReplayConfig()
-    rows = load_replay_corpus(cfg, 40, seed=5, world_dir=tmp_path)
-    assert load_replay_corpus(cfg, 12, seed=5, world_dir=tmp_path) == rows[:12]
+    rows = load_replay_corpus(cfg, 40, seed=5, world=tmp_path)
+    assert load_replay_corpus(cfg, 12, seed=5, world=tmp_path) == rows[:12]
     order = list(range(25))
     random.Random("replay:5").shuffle(order)
     assert rows[:25] == [corpus[i] for i in order]

@@ -23,13 +23,13 @@ from forgetting.models import load_tokenizer
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks"
 R1_LIKE = ("{{ bos_token }}{% for m in messages %}<|User|>{{ m['content'] }}{% endfor %}"
            "{% if add_generation_prompt %}<|Assistant|>{% endif %}")
-KINDS = {"aime24": "math", "math500": "math", "gpqa_diamond": "gpqa", "livecodebench": "livecodebench",
+KIND_OF = {"aime24": "math", "math500": "math", "gpqa_diamond": "gpqa", "livecodebench": "livecodebench",
          "medqa": "medical_mc", "medbullets_op4": "medical_mc", "medbullets_op5": "medical_mc"}
 
 
 def bench(name: str, **kw) -> BenchmarkConfig:
-    kw.setdefault("group", "down" if KINDS[name] == "medical_mc" else "pre")
-    return BenchmarkConfig(name=name, kind=KINDS[name], path=str(FIXTURES / f"{name}.jsonl"), **kw)
+    kw.setdefault("group", "down" if KIND_OF[name] == "medical_mc" else "pre")
+    return BenchmarkConfig(name=name, kind=KIND_OF[name], path=str(FIXTURES / f"{name}.jsonl"), **kw)
 
 
 def raw(name: str) -> list[dict]:
@@ -192,7 +192,7 @@ def test_evaluate_generative_end_to_end_with_a_scripted_backend(tok, tmp_path):
     acc = {k.split("/")[1]: v for k, v in metrics.items() if k.endswith("/acc")}
     assert acc == {"aime24": 3 / 8, "math500": 2 / 3, "gpqa_diamond": 2 / 3, "livecodebench": 1 / 2,
                    "medqa": 1 / 2, "medbullets_op4": 1.0, "medbullets_op5": 1 / 2}
-    assert set(metrics) == {f"{'down' if KINDS[b.name] == 'medical_mc' else 'pre'}/{b.name}/{m}"
+    assert set(metrics) == {f"{'down' if KIND_OF[b.name] == 'medical_mc' else 'pre'}/{b.name}/{m}"
                             for b in benchmarks for m in ("acc", "wait_per_response", "length_tokens")} | \
         {"pre/livecodebench/n_unsupported"}
     assert metrics["pre/livecodebench/n_unsupported"] == 1

@@ -380,14 +380,14 @@ def test_self_correction_measures_length_in_tokens_with_a_tokenizer():
 
 
 def test_every_benchmark_kind_has_a_loader_an_instruction_and_a_grader():
-    from forgetting.evaluate.benchmarks import KINDS
+    from forgetting.evaluate.benchmarks import BENCHMARK_KINDS
 
-    assert set(KINDS) == {"math", "gpqa", "livecodebench", "medical_mc"}
-    for kind in KINDS.values():
+    assert set(BENCHMARK_KINDS) == {"math", "gpqa", "livecodebench", "medical_mc"}
+    for kind in BENCHMARK_KINDS.values():
         assert "Q?" in kind.instruction("Q?")
     # the grader a kind names is the one its answers need: a boxed number for math, a letter for multiple choice
-    assert KINDS["math"].grade(["so \\boxed{12}"], [{"answer": "12"}])[0]["correct"]
-    assert KINDS["medical_mc"].grade(["The answer is C."], [{"answer": "C", "options": "ABCD"}])[0]["correct"]
+    assert BENCHMARK_KINDS["math"].grade(["so \\boxed{12}"], [{"answer": "12"}])[0]["correct"]
+    assert BENCHMARK_KINDS["medical_mc"].grade(["The answer is C."], [{"answer": "C", "options": "ABCD"}])[0]["correct"]
 
 
 def test_an_unknown_kind_is_one_line_naming_the_kinds():
