@@ -1,8 +1,8 @@
 """Composition: the typed config of one run, assembled from the schema's groups (``forgetting.config``) and the
-knobs of every registered method part (``forgetting.parts``), registered with Hydra, and validated — the schema's
-own value checks, then the checks that need a lower layer to read (a GGUF file, a data file's format, a benchmark
-kind, a corpus name, a named device). What a run reads from disk before compute is checked one layer up, in
-``forgetting.checks``.
+knobs of every registered method part (``forgetting.parts``) and evaluator (``forgetting.evaluate.evaluators``),
+registered with Hydra, and validated — the schema's own value checks, then the checks that need a lower layer to
+read (a GGUF file, a data file's format, a benchmark kind, a corpus name, a named device). What a run reads from
+disk before compute is checked one layer up, in ``forgetting.checks``.
 
     python launch.py --cfg job                      # the composed config
     python launch.py method.ratio=-1                # fails: one line naming the bad value
@@ -20,10 +20,10 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from forgetting import config as schema
 from forgetting import parts
 from forgetting.config import (
     DatasetConfig,
+    EvalCore,
     GeneratorConfig,
     LoggerConfig,
     MethodCore,
@@ -75,21 +75,18 @@ MethodConfig = _method_schema()
 
 
 def _eval_check(self) -> None:
-    schema.EvalConfig.__post_init__(self)
-    for x in evaluators.EVALUATORS:
-        if x.Knobs is not None:
-            evaluators.knobs_of(x, self)
+    """The shared settings' checks, then every registered evaluator's (its ``Knobs``), whose normalized values (the
+    generative entries) are written back here."""
+    EvalCore.__post_init__(self)
+    evaluators.check_knobs(self)
 
 
 def _eval_schema() -> type:
-    """The eval group's schema: forgetting.config's, plus the knobs of evaluators registered from outside the
-    package (``Evaluator.Knobs``), checked by their own ``__post_init__``."""
-    fields = evaluators.knob_fields()
-    if not fields:
-        return schema.EvalConfig
-    cls = dataclasses.make_dataclass("EvalConfig", fields, bases=(schema.EvalConfig,),
+    """The eval group's schema: the settings several evaluators share (``forgetting.config.EvalCore``) and the
+    knobs of every registered evaluator (``Evaluator.Knobs``), each checked by its own ``__post_init__``."""
+    cls = dataclasses.make_dataclass("EvalConfig", evaluators.knob_fields(), bases=(EvalCore,),
                                      namespace={"__post_init__": _eval_check})
-    cls.__module__ = __name__
+    cls.__module__ = __name__  # pickled by name (training workers), like every other config class
     return cls
 
 
@@ -122,9 +119,8 @@ class Config:
         _check_plan(self.plan)
         if self.generator.max_new_tokens is None:  # the BOS-only prompt's budget: one full training sequence
             self.generator.max_new_tokens = self.trainer.max_seq_len - 1
-        e = self.eval
-        _check(not (e.robust_noise or e.robust_nf4) or self.needs_world() or bool(e.corpora), "eval.robust_noise",
-               e.robust_noise, "held-out text to measure on: the toy world, or eval.corpora (e.g. [stdlib_prose])")
+        for evaluator in evaluators.EVALUATORS.values():  # what each needs of the other groups
+            evaluator.check(self)
         if self.method.train:
             for part in self.method.parts().values():
                 part.check(self)
@@ -270,7 +266,7 @@ def _check_dataset(d: DatasetConfig) -> None:
                    f"null unless dataset.path is a hub dataset (a file's {where})")
 
 
-def _check_eval(e: schema.EvalConfig) -> None:
+def _check_eval(e: EvalConfig) -> None:
     for b in e.generative:
         _check(b.kind in BENCHMARK_KINDS, f"eval.generative[{b.name}].kind", b.kind,
                f"one of {', '.join(BENCHMARK_KINDS)}")

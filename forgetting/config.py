@@ -1,13 +1,12 @@
 """The config schema: one dataclass per Hydra group, with the checks of its own values (pure: no I/O beyond "does
 this local path exist", no import of any other layer but ``forgetting.errors``). ``forgetting.compose`` assembles
-them, with the method parts' knobs, into the run's ``Config`` and validates it.
+them, with the knobs of the method parts and of the evaluators, into the run's ``Config`` and validates it.
 
     python launch.py --cfg job                      # the composed config
     python launch.py method.ratio=-1                # fails: one line naming the bad value
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -505,131 +504,30 @@ def _check_deepspeed(t: TrainerConfig) -> None:
                f"'auto' or {str(ours).lower()} (trainer.bf16 sets the precision)")
 
 
-def _suite_benchmarks(names: list[str]) -> list[BenchmarkConfig]:
-    """The generative benchmarks of the eval options ``names`` (conf/eval/<name>.yaml, or an option on
-    ``hydra.searchpath``: found as ``eval=<name>`` would be), in order."""
-    from forgetting.presets import option
-
-    out = []
-    for name in names:
-        content = option("eval", name)
-        _check(content is not None, "eval.generative_from", name, "names of eval options (conf/eval/)")
-        for entry in content.get("generative", []):
-            out.append(BenchmarkConfig(**entry))
-    return out
-
-
 @dataclass
-class EvalConfig:
+class EvalCore:
+    """The eval group's settings that several evaluators read. Each evaluator owns the rest, its ``Knobs``
+    (forgetting/evaluate/evaluators.py: their defaults, comments and checks), which ``forgetting.compose`` adds to
+    this schema as ``EvalConfig``: every setting is still ``eval.<name>`` on the command line."""
+
     name: str = "toy"
-    # lm-eval tasks for the pre-existing abilities; "toy_*" tasks are written from the toy world
-    tasks: list[str] = field(default_factory=lambda: ["toy_facts", "toy_categories", "toy_agreement", "toy_patterns"])
-    downstream: list[str] = field(default_factory=lambda: ["toy_arith"])
-    # lm-eval tasks averaged into one column, e.g. commonsense: [arc_easy, ...] → pre/commonsense/acc
-    groups: dict[str, list[str]] = field(default_factory=dict)
-    fewshot: dict[str, int] = field(default_factory=dict)  # per-task shots, e.g. gsm8k: 5 (paper Appendix C)
-    generative: list[BenchmarkConfig] = field(default_factory=list)
-    # other eval options (conf/eval/) whose generative benchmarks come first, in order: a suite made of suites
-    # (r1_suite = reasoning + medical) without copying their lists
-    generative_from: list[str] = field(default_factory=list)
-    # which lm-eval metric,filter key each task reports (default: acc,none for multiple choice)
-    metrics: dict[str, str] = field(default_factory=lambda: {"toy_arith": "exact_match,strict-match"})
-    num_fewshot: Optional[int] = None
+    # at most this many rows of each lm-eval task, of the test split and of the validation rows
     limit: Optional[int] = None
-    batch_size: int = 64
-    heldout_loss: bool = True  # mean token loss on held-out pretraining-distribution text (paper 003)
-    max_gen_toks: int = 64  # the toy downstream task's generation length
-    # HFLM's own arguments. add_bos_token unset or true: contexts start as tokenizer(text) starts them, which is how
-    # training rows start (forgetting/data/encode.py); false would drop a BOS the model was trained with
-    hflm: dict[str, Any] = field(default_factory=lambda: {"add_bos_token": True})
+    batch_size: int = 64  # every evaluator's batch
+    max_gen_toks: int = 64  # the toy downstream task's generation length (and the test split's answers')
     # held-out loss on real text available offline (forgetting/data/offline.py): stdlib_code, stdlib_prose, or a
     # local .jsonl of {"text": ...} documents held out of pretraining (a Dolma / DCLM sample) → pre/<name or file
-    # stem>/loss, over corpus_docs documents of at most corpus_max_len tokens
+    # stem>/loss, over corpus_docs documents of at most corpus_max_len tokens; without the toy world, the first is
+    # also the text eval.robust_* measures on
     corpora: list[str] = field(default_factory=list)
     corpus_docs: int = 64
     corpus_max_len: int = 256
-    # > 0: KL(base ‖ model) per token on this many held-out context-free samples of the base model (the quantity
-    # CFS's extra loss term approximates, paper 000 §2) → pre/base_samples/kl; the same samples for every run
-    base_samples: int = 0
-    # the start tokens of those samples (entries as method.starts'); null: the run's context-free starts,
-    # method.starts (the BOS alone by default), so that CFS and its KL cover the same distribution
-    base_samples_starts: Optional[list[StartToken]] = None
-    # the answer-token loss on held-out rows of the fine-tuning task: paper 003's learning metric, the x axis of the
-    # learning–forgetting frontier. The toy task's test rows → down/<task>/loss; a dataset's validation rows
-    # (dataset.validation_*) → down/<name>/val_loss (a dataset's test split reports down/<name>/loss already)
-    downstream_loss: bool = False
-    # robustness to weight perturbation (paper 003 §3.4; forgetting/evaluate/robust.py): the rise of the held-out
-    # loss under Gaussian noise W + γ‖W‖_F·Z/‖Z‖_F per weight matrix, for each γ (paper: 0.009–0.025), averaged over
-    # robust_seeds draws → robust/noise_<γ>/increase; and under NF4 4-bit quantize-dequantize → robust/nf4/increase.
-    # On the toy world's held-out documents, else on the first of eval.corpora
-    robust_noise: list[float] = field(default_factory=list)
-    robust_seeds: int = 3
-    robust_nf4: bool = False
-    # directional sharpness along θ_ft − θ_base on the toy world's held-out documents (the first sharpness_docs):
-    # sharp/direction/{curvature,predicted_eq6,predicted_taylor,observed,norm} (evaluate/sharpness.py; small models)
-    sharpness: bool = False
-    sharpness_docs: int = 64
-    # Applied to every entry of ``generative`` when the config is validated (so every consumer, and the evaluation
-    # key, sees the result in the entries): caps on problems per benchmark and new tokens per answer (debug=dry),
-    # and a directory holding each benchmark as a local file, <name>.jsonl / .json / .parquet in the hub
-    # dataset's schema, in place of each entry's path. null: the entries as written.
-    generative_limit: Optional[int] = None
-    generative_max_new_tokens: Optional[int] = None
-    benchmark_dir: Optional[str] = None
-    # directories of lm-eval task YAMLs, indexed with (and overriding same-named) built-in tasks: local copies
-    # of benchmarks, or your own tasks
-    include_path: list[str] = field(default_factory=list)
-    # simple_evaluate's gen_kwargs: generation settings applied to every generate_until task (e.g. max_gen_toks)
-    gen_kwargs: dict[str, Any] = field(default_factory=dict)
-    # simple_evaluate's apply_chat_template: prompts (and few-shot exemplars) in the tokenizer's chat template, as
-    # instruction-tuned models are scored (Tülu 3 / OLMES; paper 004 App. B). null: on when the evaluated model is
-    # instruction-tuned by the run itself — trained on chat-format rows (dataset.format=chat) or carrying a recycled
-    # fine-tune given as a model (method.recycle_tuned, e.g. an Instruct model) — off otherwise (a base model; set
-    # true for a model that is instruction-tuned already)
-    apply_chat_template: Optional[bool] = False
-    # simple_evaluate's fewshot_as_multiturn: with the chat template, each exemplar as its own user/assistant turns
-    # rather than all in the first user turn
-    fewshot_as_multiturn: bool = False
 
     def __post_init__(self) -> None:
-
         _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "a positive integer or null")
         _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "a positive integer")
-        for path in self.include_path:
-            _check(os.path.isdir(os.path.expanduser(path)), "eval.include_path", path,
-                   "an existing directory of lm-eval task YAMLs")
         _check(self.corpus_docs > 0, "eval.corpus_docs", self.corpus_docs, "a positive integer")
         _check(self.corpus_max_len > 1, "eval.corpus_max_len", self.corpus_max_len, "an integer > 1")
-        _check(self.base_samples >= 0, "eval.base_samples", self.base_samples, "an integer >= 0")
-        for gamma in self.robust_noise:
-            _check(gamma > 0, "eval.robust_noise", gamma, "noise scales > 0")
-        _check(self.robust_seeds > 0, "eval.robust_seeds", self.robust_seeds, "a positive integer")
-        _check(self.sharpness_docs > 0, "eval.sharpness_docs", self.sharpness_docs, "a positive integer")
-        for key in ("generative_limit", "generative_max_new_tokens"):
-            cap = getattr(self, key)
-            _check(cap is None or cap > 0, f"eval.{key}", cap, "a positive integer or null")
-        if self.generative_from:  # idempotent: a config validated again does not list a benchmark twice
-            have = {b.name for b in self.generative}
-            self.generative = [*(b for b in _suite_benchmarks(self.generative_from) if b.name not in have),
-                               *self.generative]
-        _check(self.benchmark_dir is None or bool(self.generative), "eval.benchmark_dir", self.benchmark_dir,
-               "null: this eval suite has no generative benchmarks")
-        for b in self.generative:
-            if self.generative_limit is not None:
-                b.limit = min(b.limit or self.generative_limit, self.generative_limit)
-            if self.generative_max_new_tokens is not None:
-                b.max_new_tokens = min(b.max_new_tokens, self.generative_max_new_tokens)
-            if self.benchmark_dir is not None:
-                b.path = _benchmark_file(self.benchmark_dir, b.name)
-
-
-def _benchmark_file(directory: str, name: str) -> str:
-
-    candidates = [os.path.join(os.path.expanduser(directory), name + ext) for ext in (".jsonl", ".json", ".parquet")]
-    found = [c for c in candidates if os.path.isfile(c)]
-    _check(bool(found), "eval.benchmark_dir", directory,
-           f"a directory holding {name}.jsonl, {name}.json or {name}.parquet (benchmark {name!r})")
-    return found[0]
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forgetting.errors import check
-from forgetting.evaluate.evaluators import Evaluator, Metric, knobs_of, register
+from forgetting.evaluate.evaluators import Evaluator, Metric, register
 from forgetting.runtime import load
 
 
@@ -31,17 +31,17 @@ class Drift(Evaluator):
     metrics = (Metric("pre/weight_drift/*", higher_is_better=False),)
 
     def active(self, ev):
-        return knobs_of(self, ev.c.eval).drift and ev.base is not None and ev.model_art != ev.base
+        return self.knobs(ev).drift and ev.base is not None and ev.model_art != ev.base
 
     def spec(self, ev):
-        return {"base": ev.base, "min_norm": knobs_of(self, ev.c.eval).drift_min_norm}
+        return {"base": ev.base, "min_norm": self.knobs(ev).drift_min_norm}
 
     def run(self, ev):
         base, _ = load(ev.c, ev.base)
         tuned = dict(ev.model.named_parameters())
         moved = total = 0.0
         for name, p in base.named_parameters():
-            if float(p.norm()) > knobs_of(self, ev.c.eval).drift_min_norm:
+            if float(p.norm()) > self.knobs(ev).drift_min_norm:
                 moved += float((tuned[name].detach().float() - p.detach().float()).pow(2).sum())
                 total += float(p.detach().float().pow(2).sum())
         return {"pre/weight_drift/relative": (moved / total) ** 0.5}
