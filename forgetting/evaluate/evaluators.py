@@ -30,6 +30,7 @@ from forgetting.config import BenchmarkConfig, EvalCore, StartToken
 from forgetting.errors import check as _check
 from forgetting.presets import option
 from forgetting.registry import Registry
+from forgetting.generate.backends import BACKENDS
 from forgetting.toy.world import ToyWorld
 
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
@@ -678,7 +679,7 @@ def _benchmark_file(directory: str, name: str) -> str:
 @register
 class Generative(Evaluator):
     """Generative benchmarks (``eval.generative``: SkyThought-style reasoning, medical multiple choice), sampled by
-    ``generator.backend`` and graded by their kind (``forgetting.evaluate.benchmarks.KINDS``)."""
+    ``generator.backend`` and graded by their kind (``forgetting.evaluate.benchmarks.BENCHMARK_KINDS``)."""
 
     name = "generative"
     Knobs = GenerativeKnobs
@@ -693,7 +694,7 @@ class Generative(Evaluator):
         c = ev.c
         spec = {"benchmarks": [asdict(b) for b in self.knobs(ev).generative], "batch_size": c.eval.batch_size,
                 "seed": c.seed}
-        if c.generator.backend != "hf":  # sampled by another engine: other results
+        if BACKENDS[c.generator.backend].own_engine:  # sampled by another engine: other results
             spec["generator"] = {"backend": c.generator.backend, "dtype": c.generator.dtype or c.model.dtype}
         return spec
 
@@ -701,7 +702,7 @@ class Generative(Evaluator):
         from forgetting.evaluate.generative import evaluate_generative
 
         c, backend, model = ev.c, None, ev.model
-        if c.generator.backend != "hf":
+        if BACKENDS[c.generator.backend].own_engine:
             from forgetting.generate.sources import make_backend
             from forgetting.runtime import free_gpu_memory, generation_model
 
