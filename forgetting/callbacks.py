@@ -14,6 +14,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from forgetting import tracking
+from forgetting.plan import summary
+from forgetting.report import NoResults, write_report
+
 SLURM_CHECK_PERIOD_S = 30  # slurmctld's time-limit checks (SLURM 22.05, measured; `man sbatch`: up to 60 s early)
 
 
@@ -41,11 +45,9 @@ class Report(Callback):
                 sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from forgetting.report import NoResults, write_report
 
         sweep = Path(config.hydra.sweep.dir)
         if os.environ.get("FORGETTING_PLAN") == "1":  # launch.py --plan: plans, no results; their summary
-            from forgetting.plan import summary
 
             text = summary(sweep)
             if text:
@@ -62,7 +64,6 @@ class Report(Callback):
         if config.logger.name == "wandb":
             from omegaconf import OmegaConf
 
-            from forgetting import tracking
 
             logger = OmegaConf.to_object(config.logger)
             tracking.log_report(logger, logger.group or tracking.sweep_group(config.hydra), sweep)

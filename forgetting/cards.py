@@ -48,6 +48,9 @@ from typing import Any
 
 import yaml
 
+from forgetting.compose import register, validate
+from forgetting.evaluate.lmeval import metric_key
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF, CARDS, PAGES = ROOT / "conf", ROOT / "docs" / "cards", ROOT / "docs" / "papers"
 
@@ -84,7 +87,6 @@ class CardError(ValueError):
 
 
 def _functions() -> dict:
-    from forgetting.evaluate.lmeval import metric_key
 
     return {"metric_key": metric_key,  # the lm-eval metric,filter key a task reports (eval.metrics, else acc,none)
             "metric_keys": lambda metrics, tasks: [metric_key(metrics, t) for t in tasks],
@@ -166,7 +168,6 @@ def compose(preset: str, point: dict[str, str]):
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
-    from forgetting.compose import register, validate
 
     register()
     overrides = [f"+experiment={preset}", *(f"{k}={v}" for k, v in point.items())]

@@ -22,6 +22,8 @@ from forgetting.checks import check_inputs, check_installed
 from forgetting.compose import Config, compose_error, register, validate
 from forgetting.errors import ConfigError
 from forgetting.machine import check_machine
+from forgetting.pipeline import label_of, run
+from forgetting.plan import preflight, print_plan
 from forgetting.presets import CONFIG_NAME, config_path, initialize, searching
 from forgetting.store import StoreError
 
@@ -38,8 +40,6 @@ def main(cfg: DictConfig) -> None:
     try:
         c = validate(cfg)
         if os.environ.get(PLAN_ENV) == "1":  # print what would run; load, build and write nothing
-            from forgetting.pipeline import label_of
-            from forgetting.plan import print_plan
 
             hc = HydraConfig.get()
             print_plan(c, label_of(c, list(hc.overrides.task)), Path(hc.runtime.output_dir))
@@ -48,10 +48,8 @@ def main(cfg: DictConfig) -> None:
         check_installed(c)  # optional extras (vLLM) the run needs, before any stage starts
         check_machine(c)  # GPUs, bf16, parallel sizes: what the settings ask of this machine's devices
         check_inputs(c)  # the store, data files, tasks, model and tokenizer: before any stage starts
-        from forgetting.plan import preflight
 
         preflight(c)  # every stage to build fits its device (estimated, forgetting/estimate.py)
-        from forgetting.pipeline import run
 
         hc = HydraConfig.get()
         result = run(c, run_dir=Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))

@@ -14,6 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
+from forgetting.intervals import match_key
+from forgetting.plots import base_items, brief_labels, save_png, series_styles, split_label, without
+
 CURVE = re.compile(r"^curve/(\d+)/down_loss$")
 MAX_PANEL = 6  # lines one panel holds before the plot turns into small multiples, one panel per target
 
@@ -40,7 +43,6 @@ def speedups(runs: list[dict]) -> list[dict]:
     """Per target base and run: the steps plain FT needs to reach its final downstream loss, and the steps the run
     needs to reach that loss — against the FT run of the same target with the same seed and everything else but the
     method equal (``forgetting.intervals.match_key``: the same lr, the same schedule), never another FT run."""
-    from forgetting.intervals import match_key
 
     out = []
     for base in dict.fromkeys(r.get("base_label", "default") for r in runs):
@@ -102,7 +104,6 @@ def plot(runs: list[dict], path: str | os.PathLike) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.plots import base_items, brief_labels, save_png, series_styles, split_label, without
 
     lines = series(runs)
     targets = list(dict.fromkeys(s["target"] for s in lines))
@@ -145,7 +146,6 @@ def plot(runs: list[dict], path: str | os.PathLike) -> None:
 
 
 def section(runs: list[dict], out_dir: Path) -> str:
-    from forgetting.plots import base_items, brief_labels, without
 
     parts = []
     metric = next((m for r in runs for m in r["metrics"] if m.startswith("down/") and m.endswith("/exact_match")),

@@ -22,7 +22,7 @@ import statistics
 from pathlib import Path
 from typing import Optional
 
-from forgetting.plots import lower_is_better
+from forgetting.plots import lower_is_better, save_plot, series_styles
 
 Y = "pre/heldout/loss"
 AVG = "pre/avg"
@@ -168,7 +168,6 @@ def plot(per_base: dict[str, dict], x: str, path: str | os.PathLike, y: str = Y)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from forgetting.plots import save_plot, series_styles
 
     higher = higher_is_better(y)
     base_of = {name: name.split(" · ")[0] for name in per_base}

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from forgetting.errors import ConfigError
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -59,7 +61,6 @@ def model_dir(path: str | Path, revision: str | None = None) -> Path:
 
 def bos_token_id(tokenizer, override_id: int | None = None, override_token: str | None = None) -> int:
     """The id a context-free sample starts from (paper Table 1): the tokenizer's BOS unless overridden."""
-    from forgetting.errors import ConfigError
 
     name = tokenizer.name_or_path
     if override_id is not None:

@@ -16,14 +16,22 @@ from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
+from forgetting import tracking
 from forgetting.compose import Config
 from forgetting.config import ADAM_BETA2
 from forgetting.data.encode import encode_ids, encode_text
+from forgetting.data.mix import n_augment, train_steps
+from forgetting.evaluate.average import average
+from forgetting.evaluate.evaluators import Evaluation, active
 from forgetting.generate.backends import BACKENDS
-from forgetting.models import model_dir
+from forgetting.models import gguf_path, import_gguf, model_dir
 from forgetting.parts import DEFAULT_PART
 from forgetting.runtime import Inputs, check_answers_fit, encode_example, load, tokenizer_of, train_dtype
 from forgetting.store import Artifact, Store, atomic_write_text, input_sha256
+from forgetting.toy.world import MIX, build_world
+from forgetting.tracking import current
+from forgetting.train.pretrain import chain, midtrain_segment, run_segment
+from forgetting.train.trainer import train
 
 log = logging.getLogger("forgetting")
 
@@ -41,25 +49,21 @@ def base_chain(c: Config, world: Artifact | None) -> list[tuple[str, dict]]:
     """(stage, spec) of each stored step that makes the model to fine-tune: the toy base's pretraining segments or a
     GGUF import (a hub model is read in place: no step), then the continued pretraining ``model.midtrain``, if any."""
     if c.model.source == "gguf":
-        from forgetting.models import gguf_path
 
         gguf = gguf_path(c.model.path)
         steps = [("import", {"gguf": gguf.name, "sha256": input_sha256(gguf)})]
     elif c.model.source == "toy":
-        from forgetting.train.pretrain import chain
 
         steps = chain(c.model, world, pretrain_seed(c))
     else:
         steps = []
     m = c.model.midtrain
     if m.steps > 0:
-        from forgetting.train.pretrain import midtrain_segment
 
         parent = list(steps[-1]) if steps else {"hub": c.model.path, "revision": c.model.revision}
         corpus = {"world": world} if m.corpus == "world" else {"path": m.corpus, "limit": m.corpus_limit,
                                                               "sha256": input_sha256(m.corpus)}
         if m.mix:
-            from forgetting.toy.world import MIX
 
             corpus["mix"] = dict(zip(MIX, map(float, m.mix)))
         steps.append(("continue", {"parent": parent, "corpus": corpus,
@@ -151,7 +155,6 @@ def plan(c: Config) -> dict[str, str | None]:
 
 # ---- stages ------------------------------------------------------------------------------------------------
 def world_stage(c: Config, store: Store) -> Artifact:
-    from forgetting.toy.world import build_world
 
     return store.build("world", world_spec(c), lambda out: build_world(c.world, out))
 
@@ -163,12 +166,10 @@ def hub_artifact(c: Config) -> Artifact:
 def base_stage(c: Config, store: Store, world: Artifact | None) -> Artifact:
     """The model to fine-tune: the toy world's pretrained model, a GGUF file's weights, or a hub id / local
     directory (read in place); then its continued pretraining (``model.midtrain``), if any."""
-    from forgetting.train.pretrain import run_segment
 
     parent = hub_artifact(c) if c.model.source == "hf" else None
     for stage, spec in base_chain(c, world):
         if stage == "import":
-            from forgetting.models import gguf_path, import_gguf
 
             def make(out):
                 import_gguf(gguf_path(c.model.path), out)
@@ -192,9 +193,6 @@ def generate_stage(c: Config, store: Store, base: Artifact, world: Artifact | No
 def train_stage(c: Config, store: Store, base: Artifact, world: Artifact | None) -> Artifact:
     """Fine-tune the base model on the downstream rows and the method's augmentation rows (generated first, each
     chunk its own artifact), with the method's adapter and trainer hooks."""
-    from forgetting.data.mix import n_augment, train_steps
-    from forgetting.tracking import current
-    from forgetting.train.trainer import train
 
     t, parts = c.trainer, c.method.parts()
     inputs = inputs_of(c, store, base, world)
@@ -249,7 +247,6 @@ EVALUATE_VERSION = 2
 
 def evaluate_spec(c: Config, model_art: Artifact, world: Artifact | None, base: Artifact | None = None) -> dict:
     """The evaluate key: the model (in ``model.dtype``) and what each active evaluator reads."""
-    from forgetting.evaluate.evaluators import Evaluation, active
 
     ev = Evaluation(c, None, model_art, world, base)
     return {"version": EVALUATE_VERSION, "model": model_art, "dtype": c.model.dtype,
@@ -273,8 +270,6 @@ def evaluation(c: Config, store: Store, model_art: Artifact, world: Artifact | N
     """Run the active evaluators (``forgetting.evaluate.evaluators``) on the model, loaded once; the Avg. columns
     over all of them (``forgetting.evaluate.average``); the metrics in ``metrics.json`` and their per-example values
     in ``examples.json``."""
-    from forgetting.evaluate.average import average
-    from forgetting.evaluate.evaluators import Evaluation, active
 
     def make(out: Path) -> None:
         ev = Evaluation(c, store, model_art, world, base, out)
@@ -378,7 +373,6 @@ def run(c: Config, run_dir: Path | None = None, overrides: list[str] | None = No
     ``train_log.jsonl``) into ``run_dir``; with ``logger=wandb`` the run is also tracked (forgetting/tracking.py)."""
     import shutil
 
-    from forgetting import tracking
 
     started = time.time()
     overrides = list(overrides or [])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from forgetting.compose import Config
+from forgetting.compose import Config, validate
 from forgetting.data.datasets import DATASET_SOURCES
 from forgetting.data.mix import n_augment, train_steps
 from forgetting.data.replay import REPLAY_SOURCES
@@ -48,7 +48,9 @@ from forgetting.estimate import (
     train_flops,
     train_memory,
 )
+from forgetting.evaluate.evaluators import Evaluation, active, base_samples_spec, heldout_generator, score_spec
 from forgetting.generate.backends import BACKENDS
+from forgetting.parts.ewc import _samples_part, fisher_spec
 from forgetting.pipeline import (
     base_chain,
     evaluate_spec,
@@ -62,6 +64,7 @@ from forgetting.pipeline import (
 from forgetting.presets import option
 from forgetting.runtime import Inputs, train_dtype
 from forgetting.store import Artifact, Store, key_of
+from forgetting.train.pretrain import midtrain_segment
 
 UNKNOWN = "?"
 
@@ -253,7 +256,6 @@ class _Planner:
             hub = hub_artifact(c)
             self.add(Step("hub", hub.key, _hub_what(c.model.path, c.model.revision), stored=True))
         if chain is None:  # the continued pretraining's key reads its corpus: estimated all the same
-            from forgetting.train.pretrain import midtrain_segment  # (imports the trainer: only when needed)
 
             m = c.model.midtrain
             chain = [("continue", {"segment": midtrain_segment(m, pretrain_seed(c) if m.seed is None else m.seed),
@@ -387,7 +389,6 @@ class _Planner:
         step.stored = bool(chunks) and done == chunks
 
     def fisher(self, c: Config, inputs: Inputs, a: Arch | None) -> None:
-        from forgetting.parts.ewc import _samples_part, fisher_spec
 
         k = c.method.parts()["regularizer"].knobs
         spec_fn = lambda: fisher_spec(inputs, k.fisher_batches)  # noqa: E731
@@ -407,7 +408,6 @@ class _Planner:
         self.add(step, art, why)
 
     def evaluate(self, c: Config, model: Artifact, world: Artifact | None, base: Artifact) -> None:
-        from forgetting.evaluate.evaluators import Evaluation, active, base_samples_spec, heldout_generator, score_spec
 
         names = [x.name for x in active(Evaluation(c, None, model, world, base))]
         if "base_samples" in names:
@@ -673,7 +673,6 @@ def with_overrides(c: Config, overrides: dict) -> Config:
         else:
             OmegaConf.update(node, key, OmegaConf.create({"v": value}).v if isinstance(value, str) else value,
                              merge=False)
-    from forgetting.compose import validate
 
     return validate(node)
 

@@ -29,6 +29,9 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from forgetting.convergence import section as recycling
+from forgetting.frontier import section
+from forgetting.intervals import example_interval, excludes_zero, pair_runs, paired_difference, seed_interval
 from forgetting.plots import (
     atomic_write,
     base_items,
@@ -125,7 +128,6 @@ def aggregate(runs: list[dict], order: Optional[Sequence[str]] = None) -> list[d
     the 95% interval of the mean (``forgetting.intervals``): over seeds (t) when n ≥ 2, else over the examples the
     run scored (bootstrap), for metrics that recorded them; absent otherwise.
     """
-    from forgetting.intervals import example_interval, seed_interval
 
     groups: dict[str, list[dict]] = {}
     for run in _dedupe(runs):
@@ -274,7 +276,6 @@ def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], r
     mean of (run − its reference run) over the pairs matched on everything but the method
     (``forgetting.intervals.pair_runs``), with its 95% interval over seeds and, for metrics with per-example
     values, over examples; "" when there is no reference row or nothing pairs with it."""
-    from forgetting.intervals import excludes_zero, pair_runs, paired_difference
 
     runs = _dedupe(runs)
     names, _ = brief_labels([row["label"] for row in rows])
@@ -468,14 +469,12 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: Optional[str | os.
 
     rows = aggregate(runs, order)
     columns = default_columns(rows)
-    from forgetting.frontier import section
 
     _, shared = brief_labels([row["label"] for row in rows])
     shared_line = (f" Left out of the row labels (no row differs in them; full overrides in each results.json): "
                    f"{', '.join(f'`{item}`' for item in shared)}." if shared else "")
     markdown = (f"# {title}\n\n{to_markdown(rows, columns)}\n{_caption(rows, columns)}{shared_line}\n\n"
                 f"{len(runs)} runs from {', '.join(map(str, paths))}\n")
-    from forgetting.convergence import section as recycling
 
     for extra in (paired_section(rows, runs, columns, reference), section(runs, out, reference_base),
                   recycling(runs, out)):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 from forgetting.compose import Config
 from forgetting.config import LoggerConfig
 from forgetting.errors import ConfigError
+from forgetting.store import key_of
 
 log = logging.getLogger("forgetting")
 
@@ -210,7 +211,6 @@ def _config_dict(c: Config) -> dict:
 
 
 def _run_id(lg: LoggerConfig, group: str, point: list[str]) -> str:
-    from forgetting.store import key_of
 
     return key_of("wandb-run", {"entity": lg.entity, "project": lg.project, "group": group, "point": sorted(point)})
 

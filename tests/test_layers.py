@@ -109,3 +109,43 @@ def test_the_schema_imports_only_the_bottom_layer():
     graph = imports()
     assert graph["forgetting.errors"] == set() and graph["forgetting.presets"] == set()
     assert graph["forgetting.config"] <= {"forgetting.errors", "forgetting.presets"}
+
+
+HEAVY = ("vllm", "deepspeed", "wandb", "lm_eval")  # optional or slow to import: the only imports kept in functions
+
+
+def late_imports(root: Path = PACKAGE) -> list[str]:
+    """``file:line`` of every import of the package made inside a function (a module imported late hides where it
+    sits in the layers, and a circle could hide behind it)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else \
+                        ["forgetting"] if isinstance(node, ast.ImportFrom) else []
+                    if any(n.split(".")[0] == "forgetting" for n in names):
+                        found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
+
+
+def test_the_package_is_imported_at_the_top_of_files(tmp_path):
+    """Every ``forgetting.*`` import stands at the top of its file; the check finds one inside a function."""
+    (tmp_path / "forgetting").mkdir()
+    (tmp_path / "forgetting" / "a.py").write_text("import os\n\ndef f():\n    from forgetting import b\n")
+    assert late_imports(tmp_path / "forgetting") == ["forgetting/a.py:4"]
+    assert late_imports() == []
+
+
+def test_heavy_optional_dependencies_are_not_imported_with_the_package():
+    """vLLM, DeepSpeed, W&B and lm-eval load only when a stage uses them: importing every module pulls none."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, forgetting\n"
+            "for m in pkgutil.walk_packages(forgetting.__path__, 'forgetting.'):\n"
+            "    if not m.name.startswith('forgetting.conf'): importlib.import_module(m.name)\n"
+            f"print(sorted(h for h in {HEAVY!r} if h in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr[-2000:]

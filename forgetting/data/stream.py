@@ -25,7 +25,8 @@ from typing import Iterator, Optional
 from torch.utils.data import IterableDataset
 
 from forgetting.data.encode import start_ids
-from forgetting.toy.world import ToyWorld
+from forgetting.models import load_tokenizer
+from forgetting.toy.world import ToyWorld, reweighted_documents
 
 TOKENIZE_BATCH = 256  # documents tokenized together (the fast tokenizer's batches are much faster than one by one)
 
@@ -69,7 +70,6 @@ class PackedCorpus:
         if self.path is not None:
             yield from documents(self.path, self.limit)
         elif self.mix:
-            from forgetting.toy.world import reweighted_documents
 
             yield from reweighted_documents(Path(self.world), dict(self.mix), self.seed)
         else:
@@ -77,7 +77,6 @@ class PackedCorpus:
 
     def rows(self) -> Iterator[dict]:
         """Packed rows, forever (pass after pass)."""
-        from forgetting.models import load_tokenizer
 
         tok = load_tokenizer(self.tokenizer)
         start, eos = start_ids(tok), [tok.eos_token_id]

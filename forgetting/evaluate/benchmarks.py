@@ -27,7 +27,7 @@ from typing import Any, Callable
 from forgetting.config import BenchmarkConfig
 from forgetting.data.encode import encode_prompt
 from forgetting.data.formats import chat_prompt_text, encode_rendered, file_builder
-from forgetting.evaluate.graders import GPQA_INSTRUCTION, grade_code, grade_math, grade_multiple_choice
+from forgetting.evaluate.graders import GPQA_INSTRUCTION, grade_code, grade_math, grade_multiple_choice, shuffle_options
 from forgetting.registry import Registry
 
 __all__ = ["BENCHMARK_KINDS", "Kind", "THINK", "build_prompt", "decode_private_tests", "load_gpqa",
@@ -116,7 +116,6 @@ def load_gpqa(cfg: BenchmarkConfig, option_seed: int = 0) -> list[dict]:
     differs between problems and a rerun asks exactly the same prompts. ``option_seed`` is separate from the
     sampling seed: runs with different sampling seeds are compared on the same option orders.
     """
-    from forgetting.evaluate.graders import shuffle_options
 
     rows = _rows(cfg)
     columns = ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")

@@ -27,10 +27,36 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from forgetting.config import BenchmarkConfig, EvalCore, StartToken
+from forgetting.data.datasets import downstream_spec
+from forgetting.data.encode import Collator, encode_ids, encode_text
+from forgetting.data.files import is_local, local_files
+from forgetting.data.formats import load_rows
+from forgetting.data.offline import corpus, corpus_name, is_corpus_file, python_version
 from forgetting.errors import check as _check
+from forgetting.evaluate.downstream import score_test_split
+from forgetting.evaluate.examples import from_pairs
+from forgetting.evaluate.generative import evaluate_generative
+from forgetting.evaluate.heldout import ratio, row_losses, rows_loss
+from forgetting.evaluate.lmeval import columns, extract, extract_keys, metric_key, per_doc, run_lmeval, write_toy_tasks
+from forgetting.evaluate.robust import robustness
+from forgetting.evaluate.sharpness import directional
+from forgetting.generate import sources
+from forgetting.generate.backends import BACKENDS
+from forgetting.generate.sources import context_free_spec, make_backend
+from forgetting.models import bos_token_id, load_model
+from forgetting.parts.context_free import resolve_starts, starts_spec
 from forgetting.presets import option
 from forgetting.registry import Registry
-from forgetting.generate.backends import BACKENDS
+from forgetting.runtime import (
+    check_answers_fit,
+    encode_example,
+    free_gpu_memory,
+    generation_model,
+    load,
+    prompt_ids,
+    tokenizer_of,
+)
+from forgetting.store import input_sha256
 from forgetting.toy.world import ToyWorld
 
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
@@ -239,15 +265,6 @@ class LmEval(Evaluator):
         return spec
 
     def run(self, ev):
-        from forgetting.evaluate.lmeval import (
-            columns,
-            extract,
-            extract_keys,
-            metric_key,
-            per_doc,
-            run_lmeval,
-            write_toy_tasks,
-        )
 
         c, e, k = ev.c, ev.c.eval, self.knobs(ev)
         include = [write_toy_tasks(ev.world.path, ev.out / "tasks", c.dataset.prompt_template, e.max_gen_toks)] \
@@ -297,8 +314,6 @@ class TestSplit(Evaluator):
         return test_split_spec(ev.c)
 
     def run(self, ev):
-        from forgetting.evaluate.downstream import score_test_split
-        from forgetting.runtime import check_answers_fit, encode_example, prompt_ids
 
         c, tok = ev.c, ev.tokenizer
         test = test_split_rows(c)
@@ -330,7 +345,6 @@ class HeldoutLoss(Evaluator):
         return {"world": ev.world, "seq_len": ev.c.model.pretrain.seq_len}
 
     def run(self, ev):
-        from forgetting.data.encode import encode_text
 
         texts = ToyWorld(ev.world).heldout()
         return losses(ev, "pre/heldout/loss", [encode_text(ev.tokenizer, t, ev.c.model.pretrain.seq_len)
@@ -371,7 +385,6 @@ class DownstreamLoss(Evaluator):
                 "batch_size": c.eval.batch_size}
 
     def run(self, ev):
-        from forgetting.runtime import check_answers_fit, encode_example
 
         c, tok = ev.c, ev.tokenizer
         toy = c.dataset.source == "toy"
@@ -397,8 +410,6 @@ class Corpora(Evaluator):
         return corpora_spec(ev.c.eval)
 
     def run(self, ev):
-        from forgetting.data.encode import encode_text
-        from forgetting.data.offline import corpus, corpus_name
 
         e, out = ev.c.eval, {}
         for name in e.corpora:
@@ -442,10 +453,6 @@ class BaseSamples(Evaluator):
                 "batch_size": ev.c.eval.batch_size}
 
     def run(self, ev):
-        from forgetting.data.encode import encode_ids
-        from forgetting.evaluate.examples import from_pairs
-        from forgetting.evaluate.heldout import ratio, row_losses
-        from forgetting.runtime import load
 
         c, base = ev.c, ev.base or ev.model_art
         samples = base_samples(c, ev.store, base)
@@ -513,9 +520,6 @@ class Robustness(Evaluator):
         raise ValueError("robustness needs held-out text (checked by Robustness.check)")
 
     def run(self, ev):
-        from forgetting.data.encode import encode_text
-        from forgetting.evaluate.heldout import rows_loss
-        from forgetting.evaluate.robust import robustness
 
         e, k, tok = ev.c.eval, self.knobs(ev), ev.tokenizer
         spec = self._text_spec(ev)
@@ -523,7 +527,6 @@ class Robustness(Evaluator):
 
             texts, max_len = ToyWorld(ev.world).heldout(), spec["seq_len"]
         else:
-            from forgetting.data.offline import corpus
 
             texts, max_len = corpus(spec["corpus"], e.corpus_docs), e.corpus_max_len
         rows = [encode_text(tok, t, max_len) for t in texts]
@@ -559,9 +562,6 @@ class Sharpness(Evaluator):
                 "seq_len": ev.c.model.pretrain.seq_len}
 
     def run(self, ev):
-        from forgetting.data.encode import Collator, encode_text
-        from forgetting.evaluate.sharpness import directional
-        from forgetting.runtime import load
 
         c, tok = ev.c, ev.tokenizer
         texts = ToyWorld(ev.world).heldout()[: self.knobs(ev).sharpness_docs]
@@ -596,10 +596,6 @@ class Curve(Evaluator):
                 "batch_size": c.eval.batch_size}
 
     def run(self, ev):
-        from forgetting.data.encode import encode_text
-        from forgetting.evaluate.heldout import rows_loss
-        from forgetting.models import load_model
-        from forgetting.runtime import encode_example
 
         c, tok = ev.c, ev.tokenizer
         test = ToyWorld(ev.world).down_test() if c.dataset.source == "toy" else test_split_rows(c)
@@ -699,18 +695,14 @@ class Generative(Evaluator):
         return spec
 
     def run(self, ev):
-        from forgetting.evaluate.generative import evaluate_generative
 
         c, backend, model = ev.c, None, ev.model
         if BACKENDS[c.generator.backend].own_engine:
-            from forgetting.generate.sources import make_backend
-            from forgetting.runtime import free_gpu_memory, generation_model
 
             model = ev.model = None  # vLLM's engines load their own copy: give the GPU memory back first
             free_gpu_memory()
             backend = make_backend(c.generator.backend, *generation_model(c, ev.model_art), gen=c.generator)
         elif model is None:
-            from forgetting.runtime import load
 
             model = ev.model = load(c, ev.model_art)[0]
         try:
@@ -740,8 +732,6 @@ def heldout_starts(c) -> list:
 
 def base_samples_spec(c, base) -> dict:
     """The held-out base samples' sequence (a fixed seed, never a training seed's chunks)."""
-    from forgetting.generate.sources import context_free_spec
-    from forgetting.parts.context_free import starts_spec
 
     return context_free_spec(base, heldout_generator(c), c.model.dtype,
                              {"token": c.model.bos_token, "id": c.model.bos_token_id},
@@ -756,10 +746,6 @@ def score_spec(c, base) -> dict:
 
 def base_samples(c, store, base) -> list[dict]:
     """Held-out context-free samples of the base model (cached like training samples)."""
-    from forgetting.generate import sources
-    from forgetting.models import bos_token_id
-    from forgetting.parts.context_free import resolve_starts, starts_spec
-    from forgetting.runtime import generation_model, tokenizer_of
 
     tokenizer = tokenizer_of(c, base)
     bos = bos_token_id(tokenizer, c.model.bos_token_id, c.model.bos_token)
@@ -773,8 +759,6 @@ def base_samples(c, store, base) -> list[dict]:
 
 def losses(ev: Evaluation, metric: str, rows: list[dict], ids: list) -> dict[str, float]:
     """``{metric: the token-weighted loss of the encoded rows}``, their per-row losses recorded as its examples."""
-    from forgetting.evaluate.examples import from_pairs
-    from forgetting.evaluate.heldout import ratio, row_losses
 
     pairs = row_losses(ev.model, rows, ev.tokenizer.pad_token_id, ev.c.eval.batch_size)
     ev.examples[metric] = from_pairs(pairs, ids)
@@ -783,8 +767,6 @@ def losses(ev: Evaluation, metric: str, rows: list[dict], ids: list) -> dict[str
 
 def corpora_spec(e) -> dict:
     """What the offline corpora of the eval config ``e`` are (``eval.corpora``, read by Corpora and Robustness)."""
-    from forgetting.data.offline import is_corpus_file, python_version
-    from forgetting.store import input_sha256
 
     # the built-in corpora are this interpreter's standard library
     spec = {"names": e.corpora, "docs": e.corpus_docs, "max_len": e.corpus_max_len, "batch_size": e.batch_size,
@@ -815,7 +797,6 @@ def test_split_rows(c) -> list[dict]:
     d = c.dataset
     if not has_test_split(d):
         return []
-    from forgetting.data.formats import load_rows
 
     return load_rows(d, test=True)[: c.eval.limit]
 
@@ -824,9 +805,6 @@ def held_out_spec(c, which: str) -> dict:
     """What the test split (``which="test"``) or the validation rows are read from — a local file by its content's
     digest (an edited file is a new evaluation), a hub split by its name — with the row mapping and ``eval.limit``:
     computed without reading a row, so that a plan (and its key) never loads a hub dataset."""
-    from forgetting.data.datasets import downstream_spec
-    from forgetting.data.files import is_local, local_files
-    from forgetting.store import input_sha256
 
     d = c.dataset
     file = d.test_path if which == "test" else d.validation_path
@@ -852,7 +830,6 @@ def validation_rows(c) -> list[dict]:
     """The dataset's validation rows (``forgetting.data.formats.load_rows``), at most ``eval.limit``; [] if none."""
     if not has_validation(c.dataset):
         return []
-    from forgetting.data.formats import load_rows
 
     return load_rows(c.dataset, validation=True)[: c.eval.limit]
 

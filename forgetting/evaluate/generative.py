@@ -29,7 +29,9 @@ from tqdm.auto import tqdm
 from forgetting.config import BenchmarkConfig
 from forgetting.data.jsonl import write_jsonl
 from forgetting.evaluate.benchmarks import BENCHMARK_KINDS, build_prompt, load_problems
+from forgetting.evaluate.examples import record
 from forgetting.evaluate.graders import self_correction_stats
+from forgetting.generate.hf import HFBackend
 
 __all__ = ["evaluate_generative", "grade"]
 
@@ -149,7 +151,6 @@ def problem_examples(records: list[dict]) -> dict:
     """The accuracy's examples (``forgetting.evaluate.examples``) by problem: each graded problem's mean over its
     samples, weighted by their number, so that a bootstrap resamples problems (AIME's 4 samples of one problem are
     not 4 independent examples)."""
-    from forgetting.evaluate.examples import record
 
     by_problem: dict[str, list[bool]] = {}
     for r in records:
@@ -170,7 +171,6 @@ def evaluate_generative(model, tokenizer, benchmarks: list[BenchmarkConfig], out
     """
     _check(benchmarks)
     if backend is None:
-        from forgetting.generate.hf import HFBackend
 
         backend = HFBackend(model, tokenizer)
     out_dir = Path(out_dir)

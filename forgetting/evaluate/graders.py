@@ -36,6 +36,8 @@ from typing import Any
 
 from math_verify import parse, verify
 
+from forgetting.data.files import extract_answer
+
 __all__ = [
     "AnswerPatternGrader",
     "CodeGrader",
@@ -206,7 +208,6 @@ class AnswerPatternGrader:
         return decimal.Decimal(number) if _NUMBER.fullmatch(number) else text
 
     def score(self, response: str, problem: dict) -> dict:
-        from forgetting.data.files import extract_answer
 
         extracted, gold = (extract_answer(self.pattern, t) for t in (response, problem["response"]))
         correct = extracted is not None and self.normalise(extracted) == self.normalise(gold)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from forgetting.evaluate.average import average
+from forgetting.evaluate.examples import record
 from forgetting.toy.world import ToyWorld
 
 TOY_PROBES = ("facts", "categories", "agreement", "patterns")
@@ -202,7 +204,6 @@ def _value(results: dict, task: str, key: str) -> float:
 def summarize(results: dict, tasks: list[str], groups: dict[str, list[str]], metrics: dict[str, str],
               group_prefix: str = "pre") -> dict[str, float]:
     """:func:`columns` and their Avg. (``forgetting.evaluate.average``)."""
-    from forgetting.evaluate.average import average
 
     out, top = columns(results, tasks, groups, metrics, group_prefix)
     return {**out, **average(out, {group_prefix: top})}
@@ -241,7 +242,6 @@ def per_doc(results: dict, task: str, key: str) -> dict | None:
     (``forgetting.evaluate.examples``), ids the documents' hashes; a group (mmlu) pools its subtasks' documents. None
     when lm-eval logged no samples for it, or when the pooled mean is not the reported value (a group averaged
     otherwise than over its documents)."""
-    from forgetting.evaluate.examples import record
 
     metric, _, filt = key.partition(",")
     samples, subtasks = results.get("samples") or {}, results.get("group_subtasks") or {}

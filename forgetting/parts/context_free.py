@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from forgetting.config import StartToken
+from forgetting.errors import ConfigError
+from forgetting.generate.sources import context_free, context_free_spec
+from forgetting.models import bos_token_id
 from forgetting.parts.base import Augment, MixKnobs, register
 
 
@@ -33,8 +36,6 @@ def starts_spec(starts: list) -> list[dict]:
 
 def resolve_starts(tokenizer, starts: list, bos_id: int) -> list[tuple[int, float]]:
     """(token id, weight) of each declared start; an entry with neither token nor id is ``bos_id``."""
-    from forgetting.errors import ConfigError
-    from forgetting.models import bos_token_id
 
     out = []
     for s in starts:
@@ -66,14 +67,12 @@ class ContextFree(Augment):
         return spec
 
     def source_spec(self, ctx) -> dict:
-        from forgetting.generate.sources import context_free_spec
 
         m = ctx.c.model
         return context_free_spec(ctx.base, ctx.c.generator, m.dtype, {"token": m.bos_token, "id": m.bos_token_id},
                                  starts_spec(self.knobs.starts))
 
     def rows(self, ctx, n: int) -> list[dict]:
-        from forgetting.generate.sources import context_free
 
         m, bos = ctx.c.model, ctx.bos_id()
         return context_free(ctx.store, ctx.base, ctx.c.generator, n, bos_id=bos, load=ctx.generation_model,

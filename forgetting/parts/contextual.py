@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from forgetting.generate.sources import contextual, contextual_spec
 from forgetting.parts.base import Augment, MixKnobs, register
 
 
@@ -15,12 +16,10 @@ class Contextual(Augment):
     generates = True
 
     def source_spec(self, ctx) -> dict:
-        from forgetting.generate.sources import contextual_spec
 
         return contextual_spec(ctx.base, ctx.c.generator, ctx.c.model.dtype, ctx.prompts_key())
 
     def rows(self, ctx, n: int) -> list[dict]:
-        from forgetting.generate.sources import contextual
 
         return contextual(ctx.store, ctx.base, ctx.c.generator, n, prompts=ctx.prompts(),
                           prompts_key=ctx.prompts_key(), load=ctx.generation_model, model_dtype=ctx.c.model.dtype)

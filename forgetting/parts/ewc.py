@@ -27,7 +27,11 @@ from pathlib import Path
 
 import torch
 
+from forgetting.data.encode import Collator, encode_ids, encode_text
+from forgetting.errors import ConfigError
 from forgetting.parts.base import Regularizer, check_knob, register
+from forgetting.parts.context_free import ContextFree
+from forgetting.runtime import load
 from forgetting.toy.world import ToyWorld
 
 
@@ -50,7 +54,6 @@ def fisher_spec(ctx, batches: int) -> dict:
 
 
 def _samples_part():
-    from forgetting.parts.context_free import ContextFree
 
     return ContextFree()
 
@@ -58,7 +61,6 @@ def _samples_part():
 def estimate_fisher(model, rows: list[dict], pad_token_id: int) -> dict:
     """name → (1/N) Σₙ (∂ℓₙ/∂θ)² over the N encoded ``rows``, ℓₙ a row's mean token loss, fp32: each row is a
     backward pass of its own (a per-example gradient), so no batch size enters the estimate."""
-    from forgetting.data.encode import Collator
 
     model.train()
     collate = Collator(pad_token_id)
@@ -85,8 +87,6 @@ def fisher_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
 def fisher_stage(ctx, batches: int):
     from safetensors.torch import save_file
 
-    from forgetting.data.encode import encode_ids, encode_text
-    from forgetting.runtime import load
 
     c, spec = ctx.c, fisher_spec(ctx, batches)
 
@@ -120,7 +120,6 @@ class EWC(Regularizer):
         return {**self.__dict__, "_tensors": None}
 
     def check(self, config) -> None:
-        from forgetting.errors import ConfigError
 
         if config.method.adapter != "full":
             raise ConfigError(f"method.adapter={config.method.adapter} is invalid with method.regularizer=ewc: "

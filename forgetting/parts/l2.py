@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from forgetting.parts.base import Regularizer, check_knob, register
+from forgetting.train.l2 import l2_penalty, with_l2
 
 
 @dataclass
@@ -27,14 +28,12 @@ class L2(Regularizer):
     def optimizer(self, cls: type, kwargs: dict) -> tuple[type, dict]:
         if self.knobs.l2_lambda <= 0:
             return cls, kwargs
-        from forgetting.train.l2 import with_l2
 
         return with_l2(cls), {**kwargs, "l2_lambda": self.knobs.l2_lambda}
 
     def log(self, trainer, logs: dict) -> None:
         if self.knobs.l2_lambda <= 0 or "loss" not in logs or trainer.optimizer is None:
             return
-        from forgetting.train.l2 import l2_penalty
 
         # under ZeRO each rank's optimizer holds a disjoint shard of the weights: sum over the ranks
         sharded = trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage > 0

@@ -25,6 +25,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from forgetting.errors import ConfigError
+from forgetting.merge.diff import add_diff
+from forgetting.models import model_dir
 from forgetting.parts.base import Init, check_knob, register
 from forgetting.presets import option
 
@@ -90,7 +93,6 @@ class Recycle(Init):
         return {"name": self.name}
 
     def check(self, config) -> None:
-        from forgetting.errors import ConfigError
 
         if not self.knobs.recycle_from:
             raise ConfigError("method.recycle_from=[] is invalid: expected the source versions, oldest first, "
@@ -117,8 +119,6 @@ class Recycle(Init):
         return {"target": ctx.base, "source_base": base, "source_tuned": tuned, "scale": self.knobs.recycle_scale}
 
     def start(self, ctx):
-        from forgetting.merge.diff import add_diff
-        from forgetting.models import model_dir
 
         src, _, _ = self.source(ctx)
         c = ctx.c

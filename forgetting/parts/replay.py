@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from forgetting.data.replay import load_replay_corpus, replay_spec
 from forgetting.parts.base import Augment, MixKnobs, register
 
 
@@ -15,11 +16,9 @@ class Replay(Augment):
     label = "P"
 
     def source_spec(self, ctx) -> dict:
-        from forgetting.data.replay import replay_spec
 
         return replay_spec(ctx.c.replay, ctx.c.generator.seed, ctx.world)
 
     def rows(self, ctx, n: int) -> list[dict]:
-        from forgetting.data.replay import load_replay_corpus
 
         return [{"text": t} for t in load_replay_corpus(ctx.c.replay, n, ctx.c.generator.seed, ctx.world, ctx.store)]

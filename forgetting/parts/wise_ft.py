@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from forgetting.merge.wise_ft import wise_ft
 from forgetting.parts.base import Merge, check_knob, register
 
 
@@ -24,6 +25,5 @@ class WiseFT(Merge):
     label = "Wise-FT"
 
     def merge(self, base_dir, tuned_dir, out_dir) -> None:
-        from forgetting.merge.wise_ft import wise_ft
 
         wise_ft(base_dir, tuned_dir, out_dir, self.knobs.alpha)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from forgetting.config import WorldConfig
 from forgetting.data.jsonl import read_jsonl, write_jsonl
+from forgetting.toy.tokenizer import train_tokenizer
 
 SYLLABLES = ["ka", "mo", "ri", "tu", "ze", "la", "po", "ni", "ve", "su", "da", "fe", "go", "hu", "ji", "lo",
              "me", "nu", "pa", "qi", "ro", "si", "ta", "vu", "wo", "xe", "yi", "zu", "be", "co"]
@@ -282,7 +283,6 @@ class ToyWorld:
 
     def write(self, cfg: WorldConfig) -> None:
         """Build the world of ``cfg`` into ``path``."""
-        from forgetting.toy.tokenizer import train_tokenizer
 
         countries = make_countries(cfg)
         rng = random.Random(f"{cfg.seed}:corpus")

@@ -24,7 +24,11 @@ import torch
 from forgetting.config import ADAM_BETA2, MidtrainConfig, ModelConfig, PretrainConfig, TrainerConfig
 from forgetting.data.encode import encode_text
 from forgetting.data.jsonl import read_jsonl
-from forgetting.toy.world import ToyWorld
+from forgetting.data.stream import PackedCorpus
+from forgetting.errors import ConfigError
+from forgetting.models import load_tokenizer
+from forgetting.runtime import load, tokenizer_of
+from forgetting.toy.world import ToyWorld, reweighted_corpus
 from forgetting.train.sam import SamStep
 from forgetting.train.trainer import train
 
@@ -106,7 +110,6 @@ def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
     if corpus is None or "world" in corpus:
         texts = ToyWorld(world).corpus()
         if corpus and corpus.get("mix"):
-            from forgetting.toy.world import reweighted_corpus
 
             return reweighted_corpus(Path(world.path), corpus["mix"], len(texts), seed)
         return texts
@@ -117,7 +120,6 @@ def corpus_texts(corpus: dict | None, world, seed: int = 0) -> list[str]:
 def segment_model(c, parent):
     """The model a continuation trains: its parent's weights in fp32 (a function, so that each training process
     loads its own; under ZeRO-3, already partitioned)."""
-    from forgetting.runtime import load
 
     return load(c, parent, dtype="float32")[0]
 
@@ -128,9 +130,6 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
     as packed rows (``forgetting.data.stream``) and may run in several processes (``num_processes``, ``deepspeed``)."""
     from functools import partial
 
-    from forgetting.errors import ConfigError
-    from forgetting.models import load_tokenizer
-    from forgetting.runtime import tokenizer_of
 
     seg = spec["segment"]
     torch.manual_seed(seg["seed"])
@@ -168,7 +167,6 @@ def run_segment(c, world, spec: dict, out: Path, work: Path, parent) -> dict:
 
 def packed_corpus(corpus: dict | None, world, tokenizer, seg: dict):
     """The segment's corpus as a stream of packed rows (``forgetting.data.stream.PackedCorpus``)."""
-    from forgetting.data.stream import PackedCorpus
 
     tok_dir = getattr(tokenizer, "name_or_path", None)
     if not tok_dir or not Path(tok_dir).is_dir():

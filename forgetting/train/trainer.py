@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from forgetting.config import TrainerConfig
+from forgetting.train.distributed import consolidate, launch
 from forgetting.train.fit import fit
 
 
@@ -45,7 +46,6 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
         if t.deepspeed and (init_optimizer is not None or keep_optimizer):
             raise ValueError("init_optimizer / keep_optimizer: not under DeepSpeed, which partitions the optimizer "
                              "state (data-parallel processes hold it whole: rank 0 saves it)")
-        from forgetting.train.distributed import consolidate, launch
 
         launch(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t,
                {**settings, "init_optimizer": init_optimizer, "keep_optimizer": keep_optimizer})
