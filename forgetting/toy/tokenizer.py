@@ -7,8 +7,10 @@ Like Llama's, it prepends BOS when asked for special tokens, so ``tokenizer(text
 """
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
@@ -16,6 +18,10 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 def train_tokenizer(texts: list[str], vocab_size: int, bos: str = BOS, eos: str = EOS, pad: str = PAD,
                     model_max_length: int = 1024) -> PreTrainedTokenizerFast:
     """Also builds the tiny R1-Distill-shaped test checkpoint's tokenizer (other special tokens, pad = EOS)."""
+    # imported here: transformers' tokenizer classes take a second to import, which only building a world needs
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -24,8 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from forgetting.train.fit import fit
-
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
@@ -108,6 +106,8 @@ def main(job_path: str) -> None:
             # dict of compatible ops in its module so that edits persist.
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         PartialState(cpu=not zero, backend="gloo")  # DeepSpeed runs on its CPU accelerator, not accelerate's
+
+    from forgetting.train.fit import fit  # transformers' Trainer: after the process group is set up
 
     fit(job["model"], job["rows"], job["pad_token_id"], Path(job["out_dir"]), Path(job["work_dir"]), job["trainer"],
         **settings, configured_state=settings["use_cpu"])

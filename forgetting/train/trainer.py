@@ -16,7 +16,6 @@ from typing import Sequence
 
 from forgetting.config import TrainerConfig
 from forgetting.train.distributed import consolidate, launch
-from forgetting.train.fit import fit
 
 
 def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: TrainerConfig, *, steps: int,
@@ -52,6 +51,10 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, work_dir: Path, t: 
         consolidate(model, out_dir)
         summary = json.loads((out_dir / "train_summary.json").read_text())
     else:
+        # imported here: transformers' Trainer brings peft, accelerate, datasets and bitsandbytes with it (seconds),
+        # which a run that fails its checks, --plan and --cfg never need (tests/test_layers.py)
+        from forgetting.train.fit import fit
+
         # in-process only: worker processes have no W&B run (their curves reach it from train_log.jsonl)
         summary = fit(model, rows, tokenizer.pad_token_id, out_dir, work_dir, t, **settings, report_to=report_to,
                       init_optimizer=init_optimizer, keep_optimizer=keep_optimizer)

@@ -634,6 +634,7 @@ def test_real_generate_stage_stores_the_engine_samples_resumes_and_frees_its_eng
 
 @needs_vllm
 def test_real_eval_suite_samples_through_the_engine(real, real_store, tmp_path, monkeypatch):
+    import forgetting.evaluate.evaluators as evaluators
     import forgetting.runtime as runtime
     from forgetting.data.jsonl import read_jsonl
     from forgetting.pipeline import evaluate_stage
@@ -650,7 +651,7 @@ def test_real_eval_suite_samples_through_the_engine(real, real_store, tmp_path, 
         "prompt_template: 'Question : {question}, Answer :'}]")
     shared = _Shared(real.engine)
     monkeypatch.setattr(runtime, "load_model", no_hf_model)
-    monkeypatch.setattr(sources, "make_backend", lambda *args, **kwargs: shared)
+    monkeypatch.setattr(evaluators, "make_backend", lambda *args, **kwargs: shared)  # where the evaluator reads it
     metrics = evaluate_stage(c, store, base, world)
     assert 0.0 <= metrics["pre/math500/acc"] <= 1.0
     ((prompts, kw, out),) = shared.calls  # every sample in one call, whatever eval.batch_size is
