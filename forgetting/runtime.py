@@ -24,7 +24,6 @@ log = logging.getLogger("forgetting")
 
 
 @dataclass
-@dataclass
 class Inputs:
     """What a run's train stage reads: the config, the store, the base model and the toy world, and the pipeline's
     stages (``stages``: what a part that builds another model's artifacts calls, e.g. recycling's source fine-tune;

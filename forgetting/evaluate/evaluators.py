@@ -56,7 +56,7 @@ from forgetting.runtime import (
     prompt_ids,
     tokenizer_of,
 )
-from forgetting.store import input_sha256
+from forgetting.store import Artifact, Store, input_sha256
 from forgetting.toy.world import ToyWorld
 
 # the generation seed of the held-out base samples behind pre/base_samples/kl: fixed, so that every run (any seed,
@@ -69,11 +69,11 @@ class Evaluation:
     """One evaluate stage: the config, the store, the model evaluated, the toy world, the base model, the output
     directory, and the model and tokenizer once loaded (by ``pipeline.evaluate_stage``)."""
 
-    c: Any
-    store: Any
-    model_art: Any
-    world: Any
-    base: Any
+    c: Any  # the run's forgetting.compose.Config (the layer above: not imported here)
+    store: Store | None  # None when only planning (--plan): nothing is read or written
+    model_art: Artifact
+    world: Artifact | None  # the toy world, when the run builds one
+    base: Artifact | None
     out: Path | None = None
     model: Any = None
     tokenizer: Any = None
