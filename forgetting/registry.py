@@ -16,6 +16,7 @@ the package (``FORGETTING_PLUGINS``, :func:`forgetting.parts.load`) land in the 
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Generic, TypeVar
 
 from forgetting.errors import ConfigError
@@ -62,3 +63,11 @@ class Registry(dict, Generic[T]):
 
     def names(self) -> list[str]:
         return list(self)
+
+
+def copy_field(f: dataclasses.Field) -> dataclasses.Field:
+    """A new field with ``f``'s default (or default factory) and metadata: how a registered entry's own ``Knobs``
+    field joins a config schema built with ``dataclasses.make_dataclass`` (method parts, evaluators)."""
+    if f.default is not dataclasses.MISSING:
+        return dataclasses.field(default=f.default, metadata=f.metadata)
+    return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)

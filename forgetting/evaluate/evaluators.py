@@ -46,7 +46,7 @@ from forgetting.generate.sources import context_free_spec, make_backend
 from forgetting.models import bos_token_id, load_model
 from forgetting.parts.context_free import resolve_starts, starts_spec
 from forgetting.presets import option
-from forgetting.registry import Registry
+from forgetting.registry import Registry, copy_field
 from forgetting.runtime import (
     check_answers_fit,
     encode_example,
@@ -175,10 +175,7 @@ def knob_fields() -> list[tuple]:
     for x in EVALUATORS.values():
         cls = _knobs_class(x)
         hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            default = field(default=f.default, metadata=f.metadata) if f.default is not dataclasses.MISSING \
-                else field(default_factory=f.default_factory, metadata=f.metadata)
-            out.append((f.name, hints[f.name], default))
+        out += [(f.name, hints[f.name], copy_field(f)) for f in dataclasses.fields(cls)]
     return out
 
 

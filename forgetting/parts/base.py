@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from forgetting.errors import check
-from forgetting.registry import Registry
+from forgetting.registry import Registry, copy_field
 from forgetting.train.hooks import Hook
 
 # kind → the part a method uses when it names none (the kinds, in the order a method lists them)
@@ -150,12 +150,7 @@ def parts_of(kind: str) -> Registry[type[Part]]:
 
 def knob_fields() -> list[tuple[str, type, dataclasses.Field]]:
     """Every registered part's knobs, as ``make_dataclass`` fields of ``MethodConfig``."""
-    out = []
-    for name, (tp, f, _) in _KNOBS.items():
-        default = (dataclasses.field(default_factory=f.default_factory) if f.default_factory is not dataclasses.MISSING
-                   else dataclasses.field(default=f.default))
-        out.append((name, tp, default))
-    return out
+    return [(name, tp, copy_field(f)) for name, (tp, f, _) in _KNOBS.items()]
 
 
 def active(method) -> dict[str, Part]:
