@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 LEVEL = 0.95
 BOOTSTRAP = 2000  # resamples: the percentile interval's ends move by ~1% of its width between seeds of the resampler
@@ -92,35 +92,66 @@ def excludes_zero(interval: Optional[tuple[float, float]]) -> bool:
     return interval is not None and (interval[0] > 0 or interval[1] < 0)
 
 
-def match_key(run: dict) -> tuple:
-    """What a run shares with its paired reference: its seed and every override but the method and its knobs
-    (``method=…``, ``method.…=…``) and its row label (``label=…``), so that CFS at lr 1e-4, seed 1 pairs with FT at
-    lr 1e-4, seed 1."""
-    others = sorted(o.lstrip("+~") for o in run.get("overrides", [])
-                    if o.lstrip("+~").split("=", 1)[0].split(".")[0] not in ("method", "label", "seed"))
+def match_key(run: dict, varies: str = "method") -> tuple:
+    """What a run shares with its paired reference: its seed and every override but the ones the comparison is about
+    and its row label (``label=…``). ``varies``: an override key, with its sub-keys (by default the method and its
+    knobs, ``method=…``, ``method.…=…``, so that CFS at lr 1e-4, seed 1 pairs with FT at lr 1e-4, seed 1), or
+    ``"base"``: every override the run's ``base_label`` lists (``pretrain=sam, model.pretrain.rho=0.1``)."""
+    def key(o: str) -> str:
+        return o.split("=", 1)[0]
+
+    def compared(o: str) -> bool:
+        if varies == "base":
+            return o in _base_items(run)
+        return key(o) == varies or key(o).startswith(varies + ".")
+
+    others = sorted(o for o in _overrides(run) if key(o) not in ("label", "seed") and not compared(o))
     return run.get("seed"), tuple(others)
 
 
-def is_reference(run: dict, reference: str) -> bool:
-    """Whether ``run`` is a reference run: its method (``ft``) or its label (``FT``) is ``reference``."""
-    return run.get("method") == reference or run["label"] == reference
+def reference_of(runs: Sequence[dict], reference: str) -> Optional[tuple[Callable[[dict], bool], str]]:
+    """(which runs are the reference, what the comparison varies: :func:`match_key`) for ``reference``: a method
+    (``ft``) or a row label (``FT``; the method varies), else an override some run carries — one its base is built
+    with (``pretrain=adamw``, ``model.midtrain.rho=0.0``: the whole base varies, so a base of two overrides such as
+    ``pretrain=sam, model.pretrain.rho=0.1`` pairs with it too) or any other (its key varies); everything else, the
+    method too, is matched. None if it names nothing in ``runs``."""
+    if any(r.get("method") == reference or r["label"] == reference for r in runs):
+        return (lambda r: r.get("method") == reference or r["label"] == reference), "method"
+    carriers = [r for r in runs if reference in _overrides(r)]
+    if "=" not in reference or not carriers:
+        return None
+    varies = "base" if all(reference in _base_items(r) for r in carriers) else reference.split("=", 1)[0]
+    return (lambda r: reference in _overrides(r)), varies
+
+
+def _overrides(run: dict) -> list[str]:
+    return [o.lstrip("+~") for o in run.get("overrides", [])]
+
+
+def _base_items(run: dict) -> list[str]:
+    return [item.strip() for item in (run.get("base_label") or "").split(",") if "=" in item]
 
 
 def pair_runs(runs: Sequence[dict], reference: str) -> dict[str, list[tuple[dict, dict]]]:
     """label → [(run, its reference run)] for every other run that has exactly one reference run with the same
-    :func:`match_key`; ``reference`` is a method name (``ft``: FT at every lr of a sweep, each paired with the runs
-    at its own lr) or a row label."""
+    :func:`match_key`; ``reference`` (:func:`reference_of`) is a method name (``ft``: FT at every lr of a sweep,
+    each paired with the runs at its own lr), a row label, or an override (``pretrain=adamw``: every base paired with
+    the AdamW base's run of the same method, lr and seed)."""
+    found = reference_of(runs, reference)
+    if found is None:
+        return {}
+    is_ref, varies = found
     refs: dict[tuple, list[dict]] = {}
     for r in runs:
-        if is_reference(r, reference):
-            refs.setdefault(match_key(r), []).append(r)
+        if is_ref(r):
+            refs.setdefault(match_key(r, varies), []).append(r)
     out: dict[str, list[tuple[dict, dict]]] = {}
     for r in runs:
-        if is_reference(r, reference):
+        if is_ref(r):
             continue
-        found = refs.get(match_key(r), [])
-        if len(found) == 1:
-            out.setdefault(r["label"], []).append((r, found[0]))
+        matched = refs.get(match_key(r, varies), [])
+        if len(matched) == 1:
+            out.setdefault(r["label"], []).append((r, matched[0]))
     return out
 
 

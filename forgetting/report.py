@@ -31,7 +31,14 @@ from typing import Iterable, Optional, Sequence
 
 from forgetting.convergence import section as recycling
 from forgetting.frontier import section
-from forgetting.intervals import example_interval, excludes_zero, pair_runs, paired_difference, seed_interval
+from forgetting.intervals import (
+    example_interval,
+    excludes_zero,
+    pair_runs,
+    paired_difference,
+    reference_of,
+    seed_interval,
+)
 from forgetting.plots import (
     atomic_write,
     base_items,
@@ -271,26 +278,38 @@ def to_csv(rows: list[dict], columns: Optional[Sequence[str]] = None) -> str:
 
 
 def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], reference: Optional[str] = None) -> str:
-    """The paired differences against the reference runs (``reference``: a method, default ``ft``, or a label): per
-    label and metric, the
-    mean of (run − its reference run) over the pairs matched on everything but the method
-    (``forgetting.intervals.pair_runs``), with its 95% interval over seeds and, for metrics with per-example
-    values, over examples; "" when there is no reference row or nothing pairs with it."""
+    """The paired differences against the reference runs: per label and metric, the mean of (run − its reference run)
+    over the pairs matched on everything but what the comparison varies (``forgetting.intervals.pair_runs``), with its
+    95% interval over seeds and, for metrics with per-example values, over examples. ``reference``: a method (default
+    ``ft``), a row label as the table prints it (``CFS``) or in full, or an override (``pretrain=adamw``). "" when
+    the default reference pairs with nothing; a line saying why when a reference given explicitly does not."""
 
     runs = _dedupe(runs)
     names, _ = brief_labels([row["label"] for row in rows])
-    reference = reference or "ft"
+    given, reference = reference, reference or "ft"
+    shown = {brief: full for full, brief in names.items()}
+    if not any(r.get("method") == reference or r["label"] == reference for r in runs) and reference in shown:
+        reference = shown[reference]  # the row's name as the table prints it
     pairs = pair_runs(runs, reference)
     if not pairs:
-        return ""
-    name = names.get(reference) or reference.upper()
+        if given is None:
+            return ""
+        why = (f"no run is `{given}`" if reference_of(runs, reference) is None else
+               f"no other run matches a `{given}` run on its seed and every other override")
+        rows_named = ", ".join(f"`{names[row['label']]}`" for row in rows)
+        print(f"warning: --reference {given}: {why}", file=sys.stderr)
+        return (f"## Paired differences vs {given}\n\nNone: {why}. A reference is a method (`ft`), a row as the "
+                f"table names it ({rows_named}), or an override the runs carry (`pretrain=adamw`).\n")
+    varies = reference_of(runs, reference)[1]
+    name = names.get(reference) or (f"`{reference}`" if varies != "method" else reference.upper())
+    what = {"method": "the method", "base": "the base model"}.get(varies, f"`{varies}`")
 
     def fmt(v: float, metric: str) -> str:  # accuracy-type columns in percentage points, as the table shows them
         return f"{100 * v:+.2f}" if is_percent(rows, metric) else f"{v:+.4f}"
 
     lines = [f"## Paired differences vs {name}\n",
              f"Each cell: the mean of (row − {name}) over the runs that differ from a {name} run only in "
-             "the method (same seed, same other overrides); `[a, b]` its 95% interval over seeds (t, n − 1 df), "
+             f"{what} (same seed, same other overrides); `[a, b]` its 95% interval over seeds (t, n − 1 df), "
              "`{a, b}` over the examples scored (paired bootstrap, the same resample for both runs). "
              "**\\*** the seed interval excludes 0, **†** the example interval does. Accuracy-type columns in "
              "percentage points; ↓: lower is better, so a negative difference is an improvement there.\n",
@@ -499,8 +518,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="output directory (default: the first sweep directory)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
     parser.add_argument("--order", help="comma-separated row order, e.g. Base,FT,CFS")
-    parser.add_argument("--reference", help="the method (or row label) paired differences are taken against "
-                                            "(default: ft)")
+    parser.add_argument("--reference", help="what paired differences are taken against: a method, a row as the table "
+                                            "names it (CFS), or an override the runs carry (pretrain=adamw: the other "
+                                            "bases against it, all else matched) (default: ft)")
     parser.add_argument("--reference-base", help="the base the learning-forgetting comparison is measured against: "
                                                  "a base label or one of its overrides, e.g. model.midtrain.rho=0.0 "
                                                  "(default: the base named default, else the first by name)")

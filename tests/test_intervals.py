@@ -81,6 +81,49 @@ def test_runs_pair_with_the_reference_run_that_differs_only_in_the_method():
     assert paired_difference(pairs["CFS mix"], "m")["mean"] == pytest.approx(9.0 - 1)
 
 
+def test_a_reference_base_pairs_every_base_with_the_method_and_all_else_matched():
+    """``pretrain=adamw``: each other base's run — one built with two overrides (SAM at ρ 0.1) too — pairs with the
+    AdamW base's run of the same method, lr and seed, never with another method's or another lr's."""
+    bases = {"pretrain=adamw": 1.0, "pretrain=sam": 0.7, "pretrain=sam, model.pretrain.rho=0.1": 0.6}
+    runs = [{**_run(f"{m} {b} {lr}", m, s, lr, {"m": v + (m == "cfs") + lr}), "base_label": b,
+             "overrides": [*b.split(", "), f"method={m}", f"trainer.lr={lr}", f"seed={s}"]}
+            for b, v in bases.items() for m in ("ft", "cfs") for lr in (1, 2) for s in (0, 1, 2)]
+    pairs = pair_runs(runs, "pretrain=adamw")
+    assert len(pairs) == 8 and not any("adamw" in label for label in pairs)
+    for label, matched in pairs.items():
+        assert len(matched) == 3
+        assert all(ref["method"] == run["method"] and ref["seed"] == run["seed"] and ref["overrides"][-2:-1] ==
+                   run["overrides"][-2:-1] for run, ref in matched)
+        want = -0.4 if "rho" in label else -0.3
+        assert paired_difference(matched, "m")["mean"] == pytest.approx(want)
+    assert pair_runs(runs, "pretrain=lion") == {}
+    # an override that is not a base's: only its key varies
+    other = pair_runs(runs, "trainer.lr=1")
+    assert all(paired_difference(m, "m")["mean"] == pytest.approx(1.0) for m in other.values()) and len(other) == 6
+
+
+def test_the_report_takes_the_reference_by_its_printed_row_name_and_says_when_it_names_nothing(tmp_path, capsys):
+    """Rows print as "CFS" and "CFS (starts=…)" (the lr is shared); ``--reference CFS`` pairs the mixture with BOS-only
+    CFS of its seed; a reference that names no run leaves one line saying so, not a silent gap."""
+    for seed in range(3):
+        for label, extra, value in (("CFS (lr=1)", [], 1.0), ("CFS (lr=1, starts=[mix])", ["method.starts=[mix]"], 1.2),
+                                    ("FT (lr=1)", [], 2.0)):
+            method = label.split()[0].lower()
+            run = {**_run(label, method, seed, 1, {"pre/x/loss": value + seed}),
+                   "overrides": [f"method={method}", "trainer.lr=1", f"seed={seed}", *extra]}
+            (tmp_path / f"{method}{len(extra)}{seed}").mkdir()
+            (tmp_path / f"{method}{len(extra)}{seed}" / "results.json").write_text(json.dumps(run))
+    markdown = report.write_report([tmp_path], tmp_path / "out", reference="CFS")
+    section = markdown.split("## Paired differences vs CFS")[1]
+    mix = next(line for line in section.splitlines() if line.startswith("| CFS (starts=[mix]) |"))
+    assert mix.split("|")[3].strip().startswith("+0.2000 [+0.2000, +0.2000]\\*")
+    assert next(line for line in section.splitlines() if line.startswith("| FT |")).split("|")[3].strip() \
+        .startswith("+1.0000")
+    markdown = report.write_report([tmp_path], tmp_path / "out", reference="LoRA")
+    assert "## Paired differences vs LoRA\n\nNone: no run is `LoRA`." in markdown
+    assert "--reference LoRA: no run is `LoRA`" in capsys.readouterr().err
+
+
 def test_the_report_marks_the_differences_that_exclude_zero(tmp_path):
     """Three seeds; CFS's loss is FT's − 0.1 on every document of every seed (excludes 0 both ways); LoRA's accuracy
     differs from FT's by noise that averages to nearly 0 (excludes 0 neither way)."""
