@@ -360,6 +360,16 @@ def frontier_axes(rows: list[dict]) -> tuple[Optional[str], list[str]]:
     return x, scores + losses
 
 
+def _crowded(points: Sequence[tuple[float, float]], most: int = 8, gap: float = 0.06) -> bool:
+    """Whether labels written beside these points would collide: more than ``most`` of them, or two closer than
+    ``gap`` of the panel's extent on both axes."""
+    if len(points) > most:
+        return True
+    spans = [max(v) - min(v) or 1.0 for v in zip(*points)] if points else []
+    return any(all(abs(a - b) < gap * span for a, b, span in zip(p, q, spans))
+               for i, p in enumerate(points) for q in points[i + 1:])
+
+
 def _grid(n: int, cols: int = 3):
     import matplotlib.pyplot as plt
 
@@ -378,7 +388,8 @@ def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAUL
     each panel's Pareto front as a step line; one look per row (:func:`series_styles`): with several base models in
     ``runs``, a colour per base and a marker per run on it (the same run the same marker on every base), else a
     colour per method and a marker per row. Labels are the rows' brief ones (:func:`brief_labels`), on the points
-    when a panel has few, else in a legend: the bases' colours and the runs' markers apart, each named once.
+    when no panel is crowded (:func:`_crowded`) and the names are short, else in a legend: the bases' colours and
+    the runs' markers apart, each named once.
 
     Writes nothing when nothing can be plotted, and returns why in one line; else None. A stale ``path`` from an
     earlier report is removed then, so that no empty or outdated plot stands beside the new report.
@@ -411,7 +422,8 @@ def plot_frontier(rows: list[dict], path: str | os.PathLike, title: str = DEFAUL
     x_scale = 100.0 if is_percent(rows, x_metric) else 1.0
     x_sign = -1.0 if lower_is_better(x_metric) else 1.0  # the front: the best of both, whichever way each points
     drawn = [r["label"] for r in rows if any(r in plotted for _, plotted in panels)]
-    annotate = max(len(plotted) for _, plotted in panels) <= 8
+    annotate = not any(_crowded([(r["mean"][x_metric], r["mean"][y]) for r in plotted]) for y, plotted in panels) \
+        and max(len(names[label]) for label in drawn) <= 24
 
     fig, axes = _grid(len(panels))
     fronts = 0

@@ -227,6 +227,23 @@ def test_a_suite_without_an_average_plots_every_held_out_loss_and_kl_against_lea
     assert all("arith exact_match (%)" in ax.get_xlabel() for ax in panels(fig))
 
 
+def test_points_far_apart_are_labelled_on_the_plot_and_close_ones_in_a_legend(tmp_path, monkeypatch):
+    """A label beside each point while they stay apart; once two rows sit on one another (FT and CFS at a gentle lr)
+    their labels would overprint, so every name goes to the legend and none onto the panels."""
+    from figures import capture, legend_texts, panels
+
+    figures = capture(monkeypatch)
+    report.write_report([_write_runs(tmp_path / "apart", SMOLLM2)])
+    fig = figures["frontier.png"]
+    assert legend_texts(fig) == [] and all(sorted(t.get_text() for t in ax.texts) == ["Base", "CFS", "FT"]
+                                           for ax in panels(fig))
+    close = [*SMOLLM2, {**SMOLLM2[1], "label": "FT (lr=2e-05)", "overrides": ["method=ft", "trainer.lr=2e-05"],
+                        "metrics": {k: v * 1.001 for k, v in SMOLLM2[1]["metrics"].items()}}]
+    report.write_report([_write_runs(tmp_path / "close", close)])
+    fig = figures["frontier.png"]
+    assert all(len(ax.texts) == 0 for ax in panels(fig)) and len(legend_texts(fig)[0]) == 4
+
+
 def test_the_toy_sweep_plots_the_average_and_the_held_out_loss(built, monkeypatch, tmp_path):
     from figures import assert_distinct, capture, panels, series_looks
 
