@@ -288,19 +288,21 @@ def paired_section(rows: list[dict], runs: list[dict], columns: Sequence[str], r
     names, _ = brief_labels([row["label"] for row in rows])
     given, reference = reference, reference or "ft"
     shown = {brief: full for full, brief in names.items()}
-    if not any(r.get("method") == reference or r["label"] == reference for r in runs) and reference in shown:
+    found = reference_of(runs, reference)
+    if found is None and reference in shown:
         reference = shown[reference]  # the row's name as the table prints it
+        found = reference_of(runs, reference)
     pairs = pair_runs(runs, reference)
     if not pairs:
         if given is None:
             return ""
-        why = (f"no run is `{given}`" if reference_of(runs, reference) is None else
+        why = (f"no run is `{given}`" if found is None else
                f"no other run matches a `{given}` run on its seed and every other override")
         rows_named = ", ".join(f"`{names[row['label']]}`" for row in rows)
         print(f"warning: --reference {given}: {why}", file=sys.stderr)
         return (f"## Paired differences vs {given}\n\nNone: {why}. A reference is a method (`ft`), a row as the "
                 f"table names it ({rows_named}), or an override the runs carry (`pretrain=adamw`).\n")
-    varies = reference_of(runs, reference)[1]
+    varies = found[1]
     name = names.get(reference) or (f"`{reference}`" if varies != "method" else reference.upper())
     what = {"method": "the method", "base": "the base model"}.get(varies, f"`{varies}`")
 
